@@ -1,0 +1,321 @@
+"""The run store: folder layout, the event log, atomic status and process liveness.
+
+Layout: ``<runs>/<experiment>/<n>/`` holding ``config.json`` (the resolved
+experiment), ``events.jsonl`` (append-only), ``status.json`` (replaced
+atomically), ``train.log``, ``adapter/`` and ``checkpoints/``. A run is named
+``experiment#n`` on the command line and in the TUI.
+
+Readers never trust ``status.json`` alone: a run that says it is running but
+whose process (pid *and* start time) is gone reads as failed, "process
+vanished". Standard library only: the TUI imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from workbench.schema import NAME_RE
+
+STATES = ("queued", "running", "finished", "failed", "stopped")
+ACTIVE = ("queued", "running")
+EVENTS = "events.jsonl"
+STATUS = "status.json"
+CONFIG = "config.json"
+LOG = "train.log"
+ADAPTER = "adapter"
+CHECKPOINTS = "checkpoints"
+VANISHED = "process vanished"
+
+
+class RunError(Exception):
+    """A run reference that does not name a run, or would escape the runs folder."""
+
+
+# --- layout -----------------------------------------------------------------
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not NAME_RE.match(value) or value in (".", ".."):
+        raise RunError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' only")
+    return value
+
+
+def _inside(root: Path, path: Path) -> Path:
+    root_r, path_r = root.resolve(), path.resolve()
+    if root_r != path_r and root_r not in path_r.parents:
+        raise RunError(f"{path} is outside the runs folder {root}")
+    return path
+
+
+def experiment_dir(root: Path, experiment: str) -> Path:
+    return _inside(root, root / _check_name("experiment name", experiment))
+
+
+def new_run_dir(root: Path, experiment: str) -> Path:
+    """Create and return a fresh, never-before-used run folder for ``experiment``.
+
+    ``mkdir`` is atomic, so two launches racing for the same number can't share
+    a folder: the loser takes the next number.
+    """
+    parent = experiment_dir(root, experiment)
+    parent.mkdir(parents=True, exist_ok=True)
+    n = max((int(p.name) for p in parent.iterdir() if p.name.isdigit()), default=0) + 1
+    while True:
+        path = parent / str(n)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+@dataclass
+class Run:
+    """One run folder and what its status says (liveness already applied)."""
+
+    experiment: str
+    run_id: str
+    path: Path
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.experiment}#{self.run_id}"
+
+    @property
+    def state(self) -> str:
+        return self.status.get("state", "unknown")
+
+    def refresh(self) -> Run:
+        self.status = read_status(self.path)
+        return self
+
+
+def _run(path: Path) -> Run:
+    return Run(path.parent.name, path.name, path, read_status(path))
+
+
+def list_runs(root: Path, experiment: str | None = None) -> list[Run]:
+    """Runs under ``root`` (of one experiment when given), oldest first."""
+    if not root.is_dir():
+        return []
+    parents = [experiment_dir(root, experiment)] if experiment else sorted(root.iterdir())
+    runs: list[Run] = []
+    for parent in parents:
+        if not parent.is_dir():
+            continue
+        ids = sorted((p for p in parent.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        runs.extend(_run(p) for p in ids if p.is_dir())
+    return runs
+
+
+def latest_run(root: Path, experiment: str) -> Run | None:
+    runs = list_runs(root, experiment)
+    return runs[-1] if runs else None
+
+
+_REF_RE = re.compile(r"^(?P<exp>[^#/]+)(?:#(?P<id>\d+))?$")
+
+
+def resolve(root: Path, ref: str) -> Run:
+    """``exp#3`` -> that run; ``exp`` -> its latest run; a run folder path -> that run."""
+    m = _REF_RE.match(ref)
+    if m:
+        exp, run_id = m.group("exp"), m.group("id")
+        try:
+            folder = experiment_dir(root, exp)
+        except RunError:
+            folder = None
+        if folder is not None and (run_id or folder.is_dir()):
+            if run_id is None:
+                run = latest_run(root, exp)
+                if run is None:
+                    raise RunError(f"experiment {exp!r} has no runs in {root}")
+                return run
+            path = folder / run_id
+            if not (path / STATUS).exists() and not path.is_dir():
+                raise RunError(f"no run {ref!r} in {root}")
+            return _run(path)
+    path = Path(ref)
+    if path.is_dir() and (path / STATUS).exists():
+        return _run(_inside(root, path) if root.exists() and _is_under(root, path) else path)
+    raise RunError(f"no run {ref!r} in {root} (use EXPERIMENT#N, EXPERIMENT, or a run folder)")
+
+
+def _is_under(root: Path, path: Path) -> bool:
+    return root.resolve() in path.resolve().parents
+
+
+# --- events -----------------------------------------------------------------
+
+
+def append_event(run_dir: Path, type: str, **fields: Any) -> dict[str, Any]:  # noqa: A002
+    """Append one event line; a single ``write`` on an ``O_APPEND`` file, never a rewrite."""
+    event = {"type": type, "time": time.time(), **fields}
+    line = (json.dumps(event, default=_json_default) + "\n").encode()
+    fd = os.open(run_dir / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return event
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    return str(value)
+
+
+class EventTail:
+    """Incremental reader of ``events.jsonl``: each :meth:`read` returns only new events.
+
+    Keeps a byte offset; a torn last line (a writer mid-append) is left for
+    the next read. When the file has not grown, a read costs one ``stat``.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / EVENTS
+        self.offset = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:  # replaced from scratch: start over
+            self.offset = 0
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read(size - self.offset)
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        return list(_parse_lines(chunk[: end + 1].splitlines()))
+
+
+def _parse_lines(lines: Iterable[bytes]) -> Iterable[dict[str, Any]]:
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "type" in event:
+            yield event
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    return EventTail(run_dir).read()
+
+
+def effective(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's history as a reader should show it.
+
+    A resumed run restarts from its last checkpoint; a ``resume`` event carries
+    ``from_step``, and any train/eval event from before it with a later step
+    (work lost with the process) is dropped, so no step shows twice.
+    """
+    out: list[dict[str, Any]] = []
+    for event in events:
+        if event.get("type") == "resume":
+            cut = event.get("from_step", 0)
+            out = [e for e in out if e.get("step") is None or e["step"] <= cut or
+                   e.get("type") not in ("train", "eval", "sample")]
+        out.append(event)
+    return out
+
+
+# --- status -----------------------------------------------------------------
+
+
+def write_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``status.json`` atomically (temp file, then rename)."""
+    status = _read_raw_status(run_dir)
+    status.update(fields)
+    status["updated"] = time.time()
+    tmp = Path(run_dir) / f".{STATUS}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(status, indent=1, default=_json_default))
+    os.replace(tmp, Path(run_dir) / STATUS)
+    return status
+
+
+def _read_raw_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((Path(run_dir) / STATUS).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """``status.json`` with liveness applied: a dead "running" process reads as failed."""
+    status = _read_raw_status(run_dir)
+    if status.get("state") == "running" and not is_alive(status.get("pid"), status.get("pid_start")):
+        status = dict(status, state="failed", error=VANISHED, error_kind="vanished",
+                      hint="the training process died without a word (killed, or the machine "
+                      "rebooted); `workbench resume` continues from the last checkpoint")
+    return status
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
+
+    A pid alone can be reused by an unrelated process; pid plus start time can't.
+    Zombies count as gone.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def is_alive(pid: Any, start: Any = None) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if Path("/proc/self/stat").exists():
+        now = process_start_time(pid)
+        return now is not None and (start is None or str(start) == now)
+    try:  # no /proc (macOS): the pid alone
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / CONFIG).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def tail_log(run_dir: Path, lines: int = 20) -> list[str]:
+    """The last ``lines`` lines of ``train.log`` (reads at most the last 64 KiB)."""
+    path = Path(run_dir) / LOG
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            data = fh.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    # progress bars rewrite their line with \r: keep only the last state of each
+    return [ln.rsplit("\r", 1)[-1] for ln in data.splitlines()[-lines:]]

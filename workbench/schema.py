@@ -1,0 +1,104 @@
+"""The experiment schema: what one fully-resolved experiment holds.
+
+Strict pydantic models (unknown keys are errors). :mod:`workbench.config`
+reads the TOML into these; the training process reads them back from the
+run folder's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TRACKERS = ("tensorboard", "wandb", "trackio")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSettings(Strict):
+    r: int = Field(8, gt=0, description="LoRA rank")
+    alpha: int = Field(16, gt=0, description="LoRA alpha (scaling = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        None, description="module names to adapt; default: the backend's"
+    )
+
+
+class TrainSettings(Strict):
+    steps: int = Field(500, gt=0)
+    batch_size: int = Field(4, gt=0)
+    gradient_accumulation: int = Field(1, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    lr_scheduler: str = "linear"
+    max_length: int = Field(256, gt=0, description="training sequences are cut to this many tokens")
+    seed: int = 42
+    eval_every: int = Field(50, gt=0, description="held-out evaluation every N steps")
+    save_every: int = Field(100, gt=0, description="checkpoint (and samples) every N steps")
+    logging_every: int = Field(1, gt=0)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    eval_batch_size: int = Field(8, gt=0)
+
+
+class DataSettings(Strict):
+    source: str = Field(description="hub dataset id, or a local JSONL/JSON/CSV/Parquet file or folder")
+    column: str = "text"
+    subset: str | None = Field(None, description="hub dataset configuration name")
+    train_split: str = "train[:100]"
+    eval_split: str = "train[100:150]"
+    eval_source: str | None = Field(None, description="held-out rows from another source")
+
+
+class SamplingSettings(Strict):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(60, gt=0)
+    seed: int = 1234
+    num_samples: int = Field(1, gt=0)
+
+
+class Experiment(Strict):
+    name: str
+    description: str = ""
+    backend: str
+    model: str | None = Field(None, description="hub id, local folder or .gguf; default: backend's")
+    launcher: str = "python"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    data: DataSettings
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    evaluators: list[str] = Field(default_factory=lambda: ["perplexity", "bits_per_byte", "samples"])
+    prompts: list[str] = Field(default_factory=list)
+
+
+_SPLIT_RE = re.compile(r"^\s*(\w[\w.-]*)\s*(?:\[\s*(-?\d*)\s*(%?)\s*:\s*(-?\d*)\s*(%?)\s*\])?\s*$")
+
+
+def split_range(split: str) -> tuple[str, float, float, str] | None:
+    """``"train[100:150]"`` -> ``("train", 100, 150, "rows")``; ``None`` when not a plain slice.
+
+    A bare split name covers everything (0 to infinity). Negative indices and
+    mixed units can't be compared without the dataset's length, so they give
+    ``None`` and the caller skips the overlap check.
+    """
+    m = _SPLIT_RE.match(split)
+    if not m:
+        return None
+    name, start, pct1, stop, pct2 = m.groups()
+    if start is None and stop is None and not pct1 and not pct2:
+        return name, 0.0, float("inf"), "rows"
+    if (start or "").startswith("-") or (stop or "").startswith("-"):
+        return None
+    unit = "%" if (pct1 or pct2) else "rows"
+    if pct1 != pct2 and start and stop:
+        return None
+    lo = float(start) if start else 0.0
+    hi = float(stop) if stop else (100.0 if unit == "%" else float("inf"))
+    return name, lo, hi, unit
