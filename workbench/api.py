@@ -19,8 +19,9 @@ subprocess calls ``load``/``compute``, so listing plugins stays instant.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from workbench import hookimpl
 

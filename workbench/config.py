@@ -245,7 +245,7 @@ class _Resolver:
         for combo in itertools.product(*(matrix[k] for k in keys)):
             expanded = copy.deepcopy(values)
             parts = []
-            for key, value in zip(keys, combo):
+            for key, value in zip(keys, combo, strict=True):
                 node = expanded
                 *heads, leaf = key.split(".")
                 for head in heads:

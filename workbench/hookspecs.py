@@ -9,7 +9,8 @@ the ``load``/``compute`` functions that the training subprocess calls.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

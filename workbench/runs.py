@@ -12,13 +12,15 @@ vanished". Standard library only: the TUI imports this module.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from workbench.schema import NAME_RE
 
@@ -237,15 +239,25 @@ def effective(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- status -----------------------------------------------------------------
 
 
-def write_status(run_dir: Path, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into ``status.json`` atomically (temp file, then rename)."""
-    status = _read_raw_status(run_dir)
-    status.update(fields)
-    status["updated"] = time.time()
-    tmp = Path(run_dir) / f".{STATUS}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status, indent=1, default=_json_default))
-    os.replace(tmp, Path(run_dir) / STATUS)
-    return status
+def write_status(run_dir: Path, only_if: tuple[str, ...] | None = None, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``status.json`` atomically (temp file, then rename).
+
+    Writers (launcher, trainer, a stop request) take a lock around the
+    read-merge-write so none loses another's fields. With ``only_if``, nothing
+    is written unless the current state is one of those.
+    """
+    run_dir = Path(run_dir)
+    with open(run_dir / ".status.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        status = _read_raw_status(run_dir)
+        if only_if is not None and status.get("state") not in only_if:
+            return status
+        status.update(fields)
+        status["updated"] = time.time()
+        tmp = run_dir / f".{STATUS}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(status, indent=1, default=_json_default))
+        os.replace(tmp, run_dir / STATUS)
+        return status
 
 
 def _read_raw_status(run_dir: Path) -> dict[str, Any]:

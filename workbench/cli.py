@@ -1,0 +1,360 @@
+"""The ``workbench`` command: the TUI by default, and headless subcommands.
+
+Every subcommand shares its logic with the TUI (config, plugins, runs,
+launch); this module only parses arguments and prints. Errors a user can
+cause print one line on stderr and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workbench import __version__, config, launch, runs
+from workbench.config import Config, ConfigError
+from workbench.runs import RunError
+
+EXIT_USAGE = 2
+
+
+class Context:
+    """What every command needs: the config path, runs root and plugins folder, loaded lazily."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.config_path = Path(args.config)
+        self._config: Config | None = None
+        self._registry = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = config.load(self.config_path)
+        return self._config
+
+    def try_config(self) -> Config | None:
+        try:
+            return self.config
+        except ConfigError:
+            return None
+
+    @property
+    def plugins_dir(self) -> Path | None:
+        if self.args.plugins_dir:
+            return Path(self.args.plugins_dir).resolve()
+        cfg = self.try_config()
+        return cfg.plugins_dir if cfg else None
+
+    @property
+    def root(self) -> Path:
+        return launch.runs_root(self.config_path, self.try_config(), self.args.runs_dir)
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            from workbench.plugins import load_plugins
+
+            self._registry = load_plugins(self.plugins_dir)
+        return self._registry
+
+    def validated(self) -> Config:
+        """The config, checked against the backends and evaluators the plugins provide."""
+        cfg = self.config
+        reg = self.registry
+        config.check_plugins(cfg, reg.backends, reg.evaluators)
+        return cfg
+
+
+# --- formatting helpers ----------------------------------------------------
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def fmt_num(value: Any, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def fmt_rate(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def state_text(status: dict[str, Any]) -> str:
+    state = status.get("state", "?")
+    if state == "running":
+        return f"running {status.get('step', 0)}/{status.get('max_steps', '?')}"
+    if state == "failed":
+        return f"failed ({status.get('error_kind') or 'error'})"
+    return state
+
+
+# --- commands --------------------------------------------------------------
+
+
+def cmd_list(ctx: Context) -> int:
+    cfg = ctx.config
+    backends = ctx.registry.backends
+    rows = []
+    for name, exp in cfg.experiments.items():
+        run = runs.latest_run(ctx.root, name)
+        st = run.status if run else {}
+        default = getattr(backends.get(exp.backend), "default_model", None)
+        model = exp.model or (default if isinstance(default, str) else "(default)")
+        rows.append([
+            name, exp.backend, model, str(exp.lora.r), str(exp.train.steps),
+            run.ref if run else "-", state_text(st) if run else "-",
+            fmt_num(st.get("best_perplexity")), fmt_num(st.get("best_bits_per_byte")),
+        ])
+    print(table(rows, ["experiment", "backend", "model", "r", "steps", "latest run", "state",
+                       "ppl", "bits/byte"]))
+    return 0
+
+
+def cmd_run(ctx: Context) -> int:
+    cfg = ctx.validated()
+    names = list(cfg.experiments) if ctx.args.all else ctx.args.names
+    if not names:
+        raise ConfigError("name at least one experiment, or pass --all")
+    for name in names:
+        cfg.get(name)  # every name valid before anything starts
+    started = []
+    for name in names:
+        run = launch.start(cfg, name, ctx.root, ctx.plugins_dir)
+        started.append(run)
+        print(f"started {run.ref}  (pid {run.status.get('pid')}, folder {run.path})")
+    if ctx.args.follow:
+        return follow(started[-1]) if len(started) == 1 else max(follow(r) for r in started)
+    print("follow with: workbench status " + started[-1].ref + "   or open the TUI: workbench")
+    return 0
+
+
+def cmd_status(ctx: Context) -> int:
+    if ctx.args.run:
+        run = runs.resolve(ctx.root, ctx.args.run)
+        print(describe(run))
+        return 0
+    all_runs = runs.list_runs(ctx.root)
+    if not all_runs:
+        print(f"no runs yet in {ctx.root}")
+        return 0
+    rows = []
+    for run in all_runs:
+        st = run.status
+        elapsed = (st.get("ended") or time.time()) - st["started"] if st.get("started") else None
+        rows.append([run.ref, state_text(st), fmt_num(st.get("loss")), fmt_num(st.get("best_perplexity")),
+                     fmt_num(st.get("best_bits_per_byte")), fmt_rate(st.get("tokens_per_s")),
+                     fmt_duration(elapsed)])
+    print(table(rows, ["run", "state", "loss", "ppl", "bits/byte", "tok/s", "time"]))
+    return 0
+
+
+def describe(run: runs.Run) -> str:
+    st = run.status
+    lines = [f"{run.ref}: {state_text(st)}"]
+    for key, label in (("loss", "train loss"), ("best_perplexity", "best held-out perplexity"),
+                       ("best_bits_per_byte", "best bits per byte")):
+        if st.get(key) is not None:
+            lines.append(f"  {label}: {st[key]:.4f}")
+    if st.get("tokens_per_s"):
+        lines.append(f"  tokens/s: {fmt_rate(st['tokens_per_s'])}")
+    if st.get("error"):
+        lines.append(f"  error: {st['error']}")
+    if st.get("hint"):
+        lines.append(f"  hint: {st['hint']}")
+    for failure in st.get("plugin_failures") or []:
+        lines.append(f"  plugin failed: {failure}")
+    lines.append(f"  folder: {run.path}")
+    if st.get("state") == "failed":
+        lines.append("  log tail:")
+        lines += [f"    {ln}" for ln in runs.tail_log(run.path, 10)]
+    return "\n".join(lines)
+
+
+def cmd_stop(ctx: Context) -> int:
+    run = runs.resolve(ctx.root, ctx.args.run)
+    launch.stop(run)
+    print(f"stopping {run.ref}: it saves a checkpoint and exits")
+    if ctx.args.wait:
+        status = launch.wait(run, timeout=ctx.args.wait)
+        print(f"{run.ref}: {state_text(status)}")
+    return 0
+
+
+def cmd_resume(ctx: Context) -> int:
+    run = runs.resolve(ctx.root, ctx.args.run)
+    run = launch.resume(run)
+    print(f"resumed {run.ref} from {launch.latest_checkpoint(run.path).name} (pid {run.status.get('pid')})")
+    return follow(run) if ctx.args.follow else 0
+
+
+def cmd_plugins(ctx: Context) -> int:
+    reg = ctx.registry
+    rows = []
+    for kind in ("backends", "evaluators", "launchers"):
+        for name, item in getattr(reg, kind).items():
+            origin = reg.origin(kind, name)
+            detail = item.description
+            if kind == "backends":
+                detail = "(found at run time)" if callable(item.default_model) else item.default_model
+            rows.append([kind[:-1], name, origin.plugin if origin else "?", origin.source if origin else "?",
+                         detail])
+    print(table(rows, ["kind", "name", "plugin", "from", "default model / description"]))
+    if reg.blocked:
+        print(f"\nblocked by {'WORKBENCH_BLOCK_PLUGINS'}: {', '.join(reg.blocked)}")
+    if reg.failures:
+        print("\nfailed to load:")
+        for failure in reg.failures:
+            print(f"  {failure}")
+        return 1
+    return 0
+
+
+def cmd_validate(ctx: Context) -> int:
+    cfg = ctx.validated()
+    print(f"{cfg.path}: {len(cfg.experiments)} experiments OK: {', '.join(cfg.experiments)}")
+    return 0
+
+
+def cmd_tui(ctx: Context) -> int:
+    try:
+        from workbench.app import run_app
+    except ImportError:
+        print("the TUI is not built yet; see `workbench --help` for the headless commands")
+        return 0
+    return run_app(ctx.config_path, runs_dir=ctx.args.runs_dir, plugins_dir=ctx.args.plugins_dir) or 0
+
+
+# --- follow ---------------------------------------------------------------
+
+
+def follow(run: runs.Run, out: Callable[[str], None] = print, poll: float = 0.5) -> int:
+    """Print progress of ``run`` as events arrive, until it ends. Ctrl-C detaches, the run goes on."""
+    tail = runs.EventTail(run.path)
+    try:
+        while True:
+            for event in tail.read():
+                line = format_event(event, run.status.get("max_steps"))
+                if line:
+                    out(line)
+            status = run.refresh().status
+            if status.get("state") in launch.TERMINAL:
+                for event in tail.read():
+                    line = format_event(event, status.get("max_steps"))
+                    if line:
+                        out(line)
+                out(describe(run))
+                return 0 if status["state"] in ("finished", "stopped") else 1
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        out(f"\ndetached; {run.ref} keeps running (workbench stop {run.ref} to stop it)")
+        return 0
+
+
+def format_event(event: dict[str, Any], max_steps: Any = None) -> str | None:
+    kind, step = event.get("type"), event.get("step")
+    where = f"step {step}/{max_steps}" if max_steps else f"step {step}"
+    if kind == "train":
+        return (f"{where}  loss {fmt_num(event.get('loss'), '.4f')}  lr {fmt_num(event.get('lr'), '.2e')}"
+                f"  {fmt_rate(event.get('tokens_per_s'))} tok/s")
+    if kind == "eval":
+        return (f"{where}  held-out perplexity {fmt_num(event.get('perplexity'), '.3f')}"
+                f"  bits/byte {fmt_num(event.get('bits_per_byte'), '.4f')}")
+    if kind == "sample":
+        text = event.get("text", "").replace("\n", " ⏎ ")
+        return f"{where}  sample [{event.get('checkpoint')}] {text[:200]}"
+    if kind == "status":
+        return f"-- {event.get('state', '')}: {event.get('message', '')}".rstrip(": ")
+    if kind == "resume":
+        return f"-- resumed from step {event.get('from_step')}"
+    if kind == "checkpoint":
+        return f"{where}  checkpoint saved"
+    return None
+
+
+# --- argument parsing -----------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help="experiments file (default: ./experiments.toml)")
+    common.add_argument("--runs-dir", default=argparse.SUPPRESS, metavar="PATH",
+                        help="runs folder (default: the TOML's runs_dir, else runs/ beside it)")
+    common.add_argument("--plugins-dir", default=argparse.SUPPRESS, metavar="PATH",
+                        help="folder of plugin .py files (default: the TOML's plugins_dir)")
+
+    parser = argparse.ArgumentParser(
+        prog="workbench", parents=[common],
+        description="LoRA fine-tuning experiments from experiments.toml. With no command: the TUI.",
+    )
+    parser.add_argument("--version", action="version", version=f"workbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", parents=[common], help="start runs, detached (they survive logout)")
+    p.add_argument("names", nargs="*", metavar="EXPERIMENT")
+    p.add_argument("--all", action="store_true", help="every experiment in the file")
+    p.add_argument("-f", "--follow", action="store_true", help="stream progress until the run ends")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", parents=[common], help="experiments and their latest run")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("status", parents=[common], help="all runs, or one run in detail")
+    p.add_argument("run", nargs="?", metavar="RUN", help="EXPERIMENT#N, EXPERIMENT (latest) or a run folder")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("stop", parents=[common], help="stop a run (it saves a checkpoint first)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--wait", type=float, nargs="?", const=120.0, default=None, metavar="SECONDS",
+                   help="wait until it has stopped")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("resume", parents=[common], help="continue a stopped run from its last checkpoint")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("plugins", parents=[common], help="backends, evaluators and launchers, and where from")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("validate", parents=[common], help="check experiments.toml and exit")
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for key, default in (("config", config.DEFAULT_CONFIG), ("runs_dir", None), ("plugins_dir", None)):
+        if not hasattr(args, key):
+            setattr(args, key, default)
+    ctx = Context(args)
+    func = getattr(args, "func", cmd_tui)
+    try:
+        return func(ctx)
+    except (ConfigError, RunError) as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
