@@ -330,4 +330,5 @@ def tail_log(run_dir: Path, lines: int = 20) -> list[str]:
     except FileNotFoundError:
         return []
     # progress bars rewrite their line with \r: keep only the last state of each
-    return [ln.rsplit("\r", 1)[-1] for ln in data.splitlines()[-lines:]]
+    kept = [ln.rstrip("\r").rsplit("\r", 1)[-1] for ln in data.rstrip("\n").split("\n")]
+    return kept[-lines:] if data else []
