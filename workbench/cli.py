@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workbench import __version__, config, launch, runs
+from workbench import __version__, config, launch, queue, runs
 from workbench.config import Config, ConfigError
 from workbench.runs import RunError
 
@@ -65,7 +65,7 @@ class Context:
         """The config, checked against the backends and evaluators the plugins provide."""
         cfg = self.config
         reg = self.registry
-        config.check_plugins(cfg, reg.backends, reg.evaluators)
+        config.check_plugins(cfg, reg.backends, reg.evaluators, reg.launchers)
         return cfg
 
 
@@ -137,10 +137,11 @@ def cmd_run(ctx: Context) -> int:
     for name in names:
         cfg.get(name)  # every name valid before anything starts
     started = []
+    max_parallel = ctx.args.max_parallel or cfg.max_parallel
     for name in names:
-        run = launch.start(cfg, name, ctx.root, ctx.plugins_dir)
+        run = launch.start(cfg, name, ctx.root, ctx.plugins_dir, max_parallel=max_parallel)
         started.append(run)
-        print(f"started {run.ref}  (pid {run.status.get('pid')}, folder {run.path})")
+        print(f"queued {run.ref}  (folder {run.path})")
     if ctx.args.follow:
         return follow(started[-1]) if len(started) == 1 else max(follow(r) for r in started)
     print("follow with: workbench status " + started[-1].ref + "   or open the TUI: workbench")
@@ -191,6 +192,10 @@ def describe(run: runs.Run) -> str:
 
 def cmd_stop(ctx: Context) -> int:
     run = runs.resolve(ctx.root, ctx.args.run)
+    if run.state == "queued":
+        queue.cancel(run)
+        print(f"cancelled {run.ref}: it had not started")
+        return 0
     launch.stop(run)
     print(f"stopping {run.ref}: it saves a checkpoint and exits")
     if ctx.args.wait:
@@ -201,9 +206,31 @@ def cmd_stop(ctx: Context) -> int:
 
 def cmd_resume(ctx: Context) -> int:
     run = runs.resolve(ctx.root, ctx.args.run)
-    run = launch.resume(run)
-    print(f"resumed {run.ref} from {launch.latest_checkpoint(run.path).name} (pid {run.status.get('pid')})")
+    run = launch.resume(run, max_parallel=ctx.args.max_parallel)
+    print(f"resuming {run.ref} from {launch.latest_checkpoint(run.path).name}")
     return follow(run) if ctx.args.follow else 0
+
+
+def cmd_queue(ctx: Context) -> int:
+    if ctx.args.up or ctx.args.top:
+        run = runs.resolve(ctx.root, ctx.args.up or ctx.args.top)
+        pos = queue.move_up(ctx.root, run, to_top=bool(ctx.args.top))
+        print(f"{run.ref} is now number {pos} in the queue")
+        return 0
+    if ctx.args.cancel:
+        run = runs.resolve(ctx.root, ctx.args.cancel)
+        queue.cancel(run)
+        print(f"cancelled {run.ref}")
+        return 0
+    waiting = queue.queued(ctx.root)
+    running = [r for r in runs.list_runs(ctx.root) if r.state == "running"]
+    rows = [[r.ref, state_text(r.status), ",".join(r.status.get("gpus") or []) or "-"] for r in running]
+    rows += [[r.ref, f"queued #{i}", "-"] for i, r in enumerate(waiting, start=1)]
+    if not rows:
+        print("the queue is empty and nothing is running")
+        return 0
+    print(table(rows, ["run", "state", "gpus"]))
+    return 0
 
 
 def cmd_plugins(ctx: Context) -> int:
@@ -313,7 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="EXPERIMENT")
     p.add_argument("--all", action="store_true", help="every experiment in the file")
     p.add_argument("-f", "--follow", action="store_true", help="stream progress until the run ends")
+    p.add_argument("--max-parallel", type=int, metavar="N",
+                   help="runs at once (default: one per GPU, or one on a CPU-only machine)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("queue", parents=[common], help="running and queued runs; reorder or cancel")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--up", metavar="RUN", help="move a queued run one place up")
+    group.add_argument("--top", metavar="RUN", help="move a queued run to the front")
+    group.add_argument("--cancel", metavar="RUN", help="take a run out of the queue")
+    p.set_defaults(func=cmd_queue)
 
     p = sub.add_parser("list", parents=[common], help="experiments and their latest run")
     p.set_defaults(func=cmd_list)
@@ -331,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", parents=[common], help="continue a stopped run from its last checkpoint")
     p.add_argument("run", metavar="RUN")
     p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--max-parallel", type=int, metavar="N")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("plugins", parents=[common], help="backends, evaluators and launchers, and where from")

@@ -26,7 +26,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 DEFAULT_CONFIG = "experiments.toml"
-TOP_LEVEL_KEYS = ("defaults", "experiments", "plugins_dir", "runs_dir")
+TOP_LEVEL_KEYS = ("defaults", "experiments", "plugins_dir", "runs_dir", "max_parallel")
 # Keys of an experiment table that steer loading rather than describe a run.
 META_KEYS = ("extends", "matrix")
 
@@ -43,6 +43,7 @@ class Config:
     experiments: dict[str, Experiment]
     plugins_dir: Path | None = None
     runs_dir: Path | None = None
+    max_parallel: int | None = None
     parents: dict[str, str | None] = field(default_factory=dict)
 
     def get(self, name: str) -> Experiment:
@@ -205,8 +206,12 @@ class _Resolver:
         for key, value in (("plugins_dir", plugins_dir), ("runs_dir", runs_dir)):
             if value is not None and not isinstance(value, str):
                 raise self.fail(key, "must be a string path")
+        max_parallel = raw.get("max_parallel")
+        if max_parallel is not None and (type(max_parallel) is not int or max_parallel < 1):
+            raise self.fail("max_parallel", "must be a whole number of runs, 1 or more")
         return Config(
             path=self.path,
+            max_parallel=max_parallel,
             experiments=experiments,
             plugins_dir=self._local_path(plugins_dir) if plugins_dir else None,
             runs_dir=self._local_path(runs_dir) if runs_dir else None,
@@ -365,9 +370,14 @@ def diff(a: Experiment, b: Experiment) -> list[tuple[str, Any, Any]]:
     return out
 
 
-def check_plugins(config: Config, backends: Any, evaluators: Any) -> None:
-    """Reject experiments naming a backend or evaluator no loaded plugin provides."""
+def check_plugins(config: Config, backends: Any, evaluators: Any, launchers: Any = None) -> None:
+    """Reject experiments naming a backend, evaluator or launcher no loaded plugin provides."""
     for name, exp in config.experiments.items():
+        if launchers is not None and exp.launcher not in launchers:
+            raise ConfigError(
+                f"{config.path}: experiments.{name}.launcher: unknown launcher {exp.launcher!r}"
+                f"{suggest(exp.launcher, launchers)} (known: {', '.join(sorted(launchers))})"
+            )
         if exp.backend not in backends:
             raise ConfigError(
                 f"{config.path}: experiments.{name}.backend: unknown backend {exp.backend!r}"

@@ -12,13 +12,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from workbench import runs
+from workbench import queue, runs
 from workbench.config import Config
 from workbench.runs import Run, RunError
 
@@ -38,8 +37,8 @@ def runs_root(config_path: Path, config: Config | None = None, override: str | P
     return Path(config_path).expanduser().resolve().parent / "runs"
 
 
-def start(config: Config, name: str, root: Path, plugins_dir: Path | None = None) -> Run:
-    """Create a fresh run folder for experiment ``name`` and start training it, detached."""
+def prepare(config: Config, name: str, root: Path, plugins_dir: Path | None = None) -> Path:
+    """Create a fresh run folder for experiment ``name`` holding its resolved config."""
     experiment = config.get(name)
     run_dir = runs.new_run_dir(root, name)
     resolved = {
@@ -53,15 +52,43 @@ def start(config: Config, name: str, root: Path, plugins_dir: Path | None = None
         run_dir, state="queued", experiment=name, run_id=run_dir.name, created=time.time(),
         max_steps=experiment.train.steps, step=0,
     )
-    _spawn(run_dir, resume=False)
+    return run_dir
+
+
+def start(config: Config, name: str, root: Path, plugins_dir: Path | None = None,
+          max_parallel: int | None = None) -> Run:
+    """Queue experiment ``name`` in a fresh run folder; it starts, detached, when a slot is free.
+
+    On an idle machine that is at once: the scheduler picks it up within a poll.
+    """
+    run_dir = prepare(config, name, root, plugins_dir)
+    dist = config.get(name).distributed
+    queue.enqueue(run_dir, gpus_needed=dist.nproc_per_node, max_parallel=max_parallel)
+    queue.ensure_scheduler(root)
     return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
 
 
-def _spawn(run_dir: Path, resume: bool) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "workbench.train", str(run_dir)]
-    if resume:
-        cmd.append("--resume")
+def command(run_dir: Path, resume: bool = False) -> list[str]:
+    """The argv that starts the run's training, from its experiment's launcher plugin."""
+    from workbench.plugins import load_plugins
+
+    resolved = runs.read_config(run_dir)
+    experiment = resolved.get("experiment", {})
+    name = experiment.get("launcher", "python")
+    registry = load_plugins(resolved.get("plugins_dir"))
+    launcher = registry.launchers.get(name)
+    if launcher is None:
+        raise LaunchError(f"unknown launcher {name!r} (known: {', '.join(sorted(registry.launchers))})")
+    argv = launcher.command(str(run_dir), experiment.get("distributed") or {})
+    return [*argv, "--resume"] if resume else argv
+
+
+def spawn(run_dir: Path, resume: bool = False, gpus: list[str] | None = None) -> subprocess.Popen:
+    """Start the training process for ``run_dir`` now, in its own session, output to train.log."""
+    cmd = command(run_dir, resume)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     with open(run_dir / runs.LOG, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -69,8 +96,8 @@ def _spawn(run_dir: Path, resume: bool) -> subprocess.Popen:
         )
     runs.write_status(
         run_dir, only_if=("queued", "stopped", "failed"), state="running", pid=proc.pid,
-        pid_start=runs.process_start_time(proc.pid), launched=time.time(),
-        error=None, error_kind=None, hint=None, exit_code=None, ended=None,
+        pid_start=runs.process_start_time(proc.pid), pgid=proc.pid, launched=time.time(), gpus=gpus or [],
+        error=None, error_kind=None, hint=None, exit_code=None, ended=None, resume_on_start=None,
     )
     # Reap the child when it ends, so a long-lived parent (the TUI) keeps no zombies.
     threading.Thread(target=proc.wait, daemon=True).start()
@@ -82,24 +109,25 @@ def stop(run: Run) -> None:
     status = run.refresh().status
     if status.get("state") != "running":
         raise LaunchError(f"{run.ref} is {run.state}, not running")
-    pid = status["pid"]
+    pgid = status.get("pgid") or status["pid"]  # the launcher leads the group of every rank
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         raise LaunchError(f"{run.ref}: its process is already gone") from None
     runs.write_status(run.path, stop_requested=time.time())
 
 
-def resume(run: Run) -> Run:
-    """Continue a stopped (or failed) run from its last checkpoint, in the same folder."""
+def resume(run: Run, max_parallel: int | None = None) -> Run:
+    """Queue a stopped (or failed) run to continue from its last checkpoint, in the same folder."""
     status = run.refresh().status
     if status.get("state") not in ("stopped", "failed"):
         raise LaunchError(f"{run.ref} is {run.state}; only a stopped or failed run can be resumed")
     if not latest_checkpoint(run.path):
         raise LaunchError(f"{run.ref} has no checkpoint to resume from; start a new run instead")
-    if status.get("state") == "failed" and status.get("error_kind") == "vanished":
-        runs.write_status(run.path, state="failed")  # a dead "running": make it resumable
-    _spawn(run.path, resume=True)
+    dist = runs.read_config(run.path).get("experiment", {}).get("distributed") or {}
+    runs.write_status(run.path, state="queued", resume_on_start=True, cancelled=None)
+    queue.enqueue(run.path, gpus_needed=dist.get("nproc_per_node", 1), max_parallel=max_parallel)
+    queue.ensure_scheduler(run.path.parent.parent)
     return run.refresh()
 
 

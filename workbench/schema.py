@@ -64,12 +64,20 @@ class SamplingSettings(Strict):
     num_samples: int = Field(1, gt=0)
 
 
+class DistributedSettings(Strict):
+    nproc_per_node: int = Field(1, gt=0, description="processes (GPUs) per node")
+    nnodes: int = Field(1, gt=0)
+    node_rank: int = Field(0, ge=0)
+    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous for multi-node")
+
+
 class Experiment(Strict):
     name: str
     description: str = ""
     backend: str
     model: str | None = Field(None, description="hub id, local folder or .gguf; default: backend's")
     launcher: str = "python"
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     data: DataSettings

@@ -1,0 +1,162 @@
+"""The machine at a glance: each GPU's memory and utilisation, and which run holds it.
+
+Reads ``nvidia-smi`` in CSV mode (two queries: the GPUs, then the compute
+processes) and maps each process to a run through its session: a run is
+started in its own session (``launch.start`` uses ``start_new_session``), so
+every process it spawns (torchrun workers, dataloader children) carries the
+run's pid as its session id. On a machine without ``nvidia-smi`` every
+function quietly returns nothing. Standard library only; the TUI calls
+:func:`query` from a worker thread, never the UI thread.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+GPU_FIELDS = "index,uuid,name,memory.used,memory.total,utilization.gpu"
+APP_FIELDS = "pid,gpu_uuid,used_memory"
+GPU_COMMAND = ["nvidia-smi", f"--query-gpu={GPU_FIELDS}", "--format=csv,noheader,nounits"]
+APP_COMMAND = ["nvidia-smi", f"--query-compute-apps={APP_FIELDS}", "--format=csv,noheader,nounits"]
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """One compute process on a GPU, and the run it belongs to (when it is one of ours)."""
+
+    pid: int
+    gpu_uuid: str
+    used_mib: float | None
+    run: str | None = None
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU: memory in MiB, utilisation in percent (``None`` where the driver says N/A)."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_used_mib: float | None
+    memory_total_mib: float | None
+    utilization: float | None
+    processes: tuple[GpuProcess, ...] = field(default=())
+
+    @property
+    def runs(self) -> list[str]:
+        """The runs holding this GPU, in process order, without repeats."""
+        return list(dict.fromkeys(p.run for p in self.processes if p.run))
+
+    @property
+    def short_name(self) -> str:
+        return short_name(self.name)
+
+
+def _number(text: str) -> float | None:
+    """``"23101"`` -> 23101.0; ``"[N/A]"``, ``"[Not Supported]"``, ``""`` -> None."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_gpus(text: str) -> list[Gpu]:
+    """Parse ``--query-gpu=index,uuid,name,memory.used,memory.total,utilization.gpu`` output.
+
+    Lines that don't parse (a driver warning, "No devices were found") are skipped.
+    """
+    gpus: list[Gpu] = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 6 or not fields[0].isdigit():
+            continue
+        # a name containing a comma would split in two: the name is everything in the middle
+        name = ", ".join(fields[2:-3])
+        gpus.append(Gpu(
+            index=int(fields[0]), uuid=fields[1], name=name,
+            memory_used_mib=_number(fields[-3]), memory_total_mib=_number(fields[-2]),
+            utilization=_number(fields[-1]),
+        ))
+    return gpus
+
+
+def parse_apps(text: str) -> list[GpuProcess]:
+    """Parse ``--query-compute-apps=pid,gpu_uuid,used_memory`` output (empty when idle)."""
+    apps: list[GpuProcess] = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 3 or not fields[0].isdigit():
+            continue
+        apps.append(GpuProcess(pid=int(fields[0]), gpu_uuid=fields[1], used_mib=_number(fields[2])))
+    return apps
+
+
+def session_id(pid: int) -> int | None:
+    """The session id of ``pid`` from ``/proc`` (``None`` when it can't be read)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    try:
+        return int(fields[3])  # state, ppid, pgrp, session
+    except (IndexError, ValueError):
+        return None
+
+
+def attach(
+    gpus: list[Gpu],
+    apps: list[GpuProcess],
+    run_pids: Mapping[int, str],
+    session_of: Callable[[int], int | None] = session_id,
+) -> list[Gpu]:
+    """Give each GPU its processes, each labelled with the run (``exp#n``) it belongs to."""
+    by_uuid: dict[str, list[GpuProcess]] = {}
+    for app in apps:
+        run = run_pids.get(app.pid)
+        if run is None:
+            sid = session_of(app.pid)
+            run = run_pids.get(sid) if sid is not None else None
+        by_uuid.setdefault(app.gpu_uuid, []).append(replace(app, run=run))
+    return [replace(gpu, processes=tuple(by_uuid.get(gpu.uuid, ()))) for gpu in gpus]
+
+
+def short_name(name: str) -> str:
+    """``"NVIDIA H100 80GB HBM3"`` -> ``"H100"``; ``"NVIDIA GeForce RTX 4090"`` -> ``"RTX 4090"``."""
+    words = [w for w in name.split() if w not in ("NVIDIA", "GeForce", "Tesla", "Quadro")]
+    if not words:
+        return name
+    if words[0] in ("RTX", "GTX") and len(words) > 1:
+        return " ".join(words[:2])
+    return words[0]
+
+
+Runner = Callable[[list[str]], str | None]
+
+
+def _run_nvidia_smi(cmd: list[str], timeout: float = 5.0) -> str | None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def available() -> bool:
+    return shutil.which("nvidia-smi") is not None
+
+
+def query(run_pids: Mapping[int, str] | None = None, runner: Runner = _run_nvidia_smi) -> list[Gpu]:
+    """The GPUs now, with their processes mapped to runs; ``[]`` without nvidia-smi or GPUs."""
+    text = runner(GPU_COMMAND)
+    if not text:
+        return []
+    gpus = parse_gpus(text)
+    if not gpus:
+        return []
+    apps = parse_apps(runner(APP_COMMAND) or "")
+    return attach(gpus, apps, run_pids or {})

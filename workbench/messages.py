@@ -1,0 +1,91 @@
+"""Messages the App's background workers post to the UI thread.
+
+Small dataclasses: the watcher and the GPU poller build them in their
+threads and only ``post_message`` crosses over. Snapshots that a newer one
+makes obsolete say so with ``can_replace``, so a busy UI never works through
+a backlog of stale states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual.message import Message
+
+if TYPE_CHECKING:
+    from workbench.config import Config
+    from workbench.gpus import Gpu
+    from workbench.plugins import Registry
+    from workbench.runs import Run
+
+
+@dataclass
+class ConfigChanged(Message):
+    """The experiments file was (re)read: a config, or the error that stops it loading."""
+
+    config: Config | None
+    error: str | None
+    root: Path
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ConfigChanged)
+
+
+@dataclass
+class RunsChanged(Message):
+    """The runs on disk, per experiment, oldest first, with liveness applied."""
+
+    runs: dict[str, list[Run]]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunsChanged)
+
+
+@dataclass
+class RunEvents(Message):
+    """New events of watched runs: ``{run folder: (events, reset)}``.
+
+    ``reset`` means the batch starts from the top of the file (a run newly
+    watched): the reader should forget what it had for that run.
+    """
+
+    batches: dict[Path, tuple[list[dict[str, Any]], bool]]
+
+
+@dataclass
+class LogChanged(Message):
+    """The tail of a run's ``train.log`` changed."""
+
+    path: Path
+    lines: list[str]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, LogChanged) and message.path == self.path
+
+
+@dataclass
+class GpusChanged(Message):
+    """A fresh reading of the GPUs (empty on a machine without them)."""
+
+    gpus: list[Gpu] = field(default_factory=list)
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, GpusChanged)
+
+
+@dataclass
+class PluginsLoaded(Message):
+    """The plugin registry finished loading (failures are inside it, never raised)."""
+
+    registry: Registry
+
+
+@dataclass
+class Notice(Message):
+    """Something a worker wants the user to know: a started run, a refused stop."""
+
+    text: str
+    severity: str = "information"
+    title: str = ""

@@ -1,0 +1,1 @@
+"""Widgets of the workbench TUI, reused across screens."""

@@ -1,0 +1,117 @@
+"""Metric charts (textual-plotext) with one curve per run, and their legend.
+
+A chart keeps the whole series it is given and thins it only for drawing
+(:func:`workbench.series.downsample`, about two points per braille column),
+so a run of thousands of steps draws as fast as a short one and keeps its
+spikes. Colours are fixed per position so the legend below the charts names
+each curve in both charts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from rich.text import Text
+from textual import events
+from textual.widgets import Static
+from textual_plotext import PlotextPlot
+
+from workbench.series import Point, downsample
+from workbench.widgets.format import compact, log_ticks, nice_ticks
+
+# Plotext and Rich share these colour names, so chart and legend agree.
+PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "red")
+LOG_SPREAD = 20.0  # a series spanning more than this factor draws on a log scale
+
+
+@dataclass
+class Curve:
+    """One run's series on a chart."""
+
+    label: str
+    color: str
+    points: list[Point] = field(default_factory=list)
+
+
+class MetricChart(PlotextPlot):
+    """A line chart of one metric against step, for one or several runs."""
+
+    DEFAULT_CSS = """
+    MetricChart { width: 1fr; height: 1fr; min-height: 6; }
+    """
+
+    def __init__(self, title: str, log_scale_ok: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.title = title
+        self.log_scale_ok = log_scale_ok
+        self.curves: list[Curve] = []
+        self.x_max: float | None = None
+        self.drawn_points = 0
+
+    def set_curves(self, curves: list[Curve], x_max: float | None = None) -> None:
+        """Replace the curves (the data is kept whole; drawing thins it)."""
+        self.curves = curves
+        self.x_max = x_max
+        self.replot()
+
+    def replot(self) -> None:
+        """Redraw the figure from :attr:`curves` at the current size."""
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        width = max(self.size.width, 20)
+        # the y labels and frame take about 8 columns; braille packs 2 points a column
+        buckets = max(width - 8, 4)
+        with_data = [c for c in self.curves if c.points]
+        latest = ""
+        if with_data:
+            last = with_data[0].points[-1][1]
+            latest = f" · {compact(last) if last >= 100 else f'{last:.3g}'}"
+        plt.title(f"{self.title}{latest}" if with_data else f"{self.title} · no data yet")
+        self.drawn_points = 0
+        ys = [y for c in with_data for _, y in c.points if math.isfinite(y)]
+        for curve in with_data:
+            pts = [p for p in downsample(curve.points, buckets) if math.isfinite(p[1])]
+            if not pts:
+                continue
+            self.drawn_points += len(pts)
+            xs, vals = zip(*pts, strict=True)
+            if len(pts) == 1:
+                plt.scatter(list(xs), list(vals), color=curve.color, marker="braille")
+            else:
+                plt.plot(list(xs), list(vals), color=curve.color, marker="braille")
+        x_hi = self.x_max or max((c.points[-1][0] for c in with_data), default=1) or 1
+        plt.xlim(0, x_hi)
+        xt = [t for t in nice_ticks(0, x_hi, 4 if width < 50 else 6) if t <= x_hi]
+        plt.xticks(xt, [compact(t) for t in xt])
+        if ys:
+            lo, hi = min(ys), max(ys)
+            if self.log_scale_ok and lo > 0 and hi / lo > LOG_SPREAD:
+                plt.yscale("log")
+                yt = log_ticks(lo, hi)
+            else:
+                yt = nice_ticks(lo, hi, 4 if self.size.height < 12 else 5)
+            if yt:
+                plt.yticks(yt, [compact(t) for t in yt])
+        self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.replot()
+
+
+class Legend(Static):
+    """One line naming each curve in its colour: ``━ baseline#3  ━ ablation-a#1``."""
+
+    DEFAULT_CSS = """
+    Legend { height: auto; max-height: 3; padding: 0 1; }
+    """
+
+    def set_curves(self, labels: list[tuple[str, str]]) -> None:
+        text = Text()
+        for i, (label, color) in enumerate(labels):
+            if i:
+                text.append("   ")
+            text.append("━━ ", style=f"bold {color}")
+            text.append(label)
+        self.update(text)
