@@ -375,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", parents=[common], help="check experiments.toml and exit")
     p.set_defaults(func=cmd_validate)
+
+    from workbench import compare, report, results  # results, report, compare: their own modules
+
+    for module in (results, report, compare):
+        module.add_parser(sub, common)
     return parser
 
 

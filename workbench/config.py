@@ -54,9 +54,17 @@ class Config:
                 f"{self.path}: no experiment named {name!r}{suggest(name, self.experiments)}"
             ) from None
 
+    def parent_name(self, name: str) -> str | None:
+        """The experiment ``name`` extends; for a matrix entry, the one its matrix table extends."""
+        parent, seen = self.parents.get(name), {name}
+        while parent and parent not in self.experiments and parent not in seen:
+            seen.add(parent)  # a matrix table is not an experiment itself: look past it
+            parent = self.parents.get(parent)
+        return parent if parent in self.experiments else None
+
     def parent_of(self, name: str) -> Experiment | None:
-        """The experiment ``name`` extends (or the matrix base it was expanded from)."""
-        parent = self.parents.get(name)
+        """The experiment ``name`` extends (for a matrix entry, what its matrix table extends)."""
+        parent = self.parent_name(name)
         return self.experiments.get(parent) if parent else None
 
 
@@ -201,6 +209,8 @@ class _Resolver:
                     )
                 experiments[exp_name] = self._validate(exp_name, values, origin, tables)
                 parents[exp_name] = name if exp_name != name else table.get("extends")
+            if table.get("matrix") is not None:  # lets parent_name() see past the matrix table
+                parents[name] = table.get("extends")
         plugins_dir = raw.get("plugins_dir")
         runs_dir = raw.get("runs_dir")
         for key, value in (("plugins_dir", plugins_dir), ("runs_dir", runs_dir)):

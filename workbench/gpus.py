@@ -44,11 +44,13 @@ class Gpu:
     memory_total_mib: float | None
     utilization: float | None
     processes: tuple[GpuProcess, ...] = field(default=())
+    reserved_by: str | None = None
 
     @property
     def runs(self) -> list[str]:
-        """The runs holding this GPU, in process order, without repeats."""
-        return list(dict.fromkeys(p.run for p in self.processes if p.run))
+        """The runs holding this GPU (its reservation first, then by process), without repeats."""
+        found = [self.reserved_by] if self.reserved_by else []
+        return list(dict.fromkeys(found + [p.run for p in self.processes if p.run]))
 
     @property
     def short_name(self) -> str:
@@ -113,8 +115,14 @@ def attach(
     apps: list[GpuProcess],
     run_pids: Mapping[int, str],
     session_of: Callable[[int], int | None] = session_id,
+    reserved: Mapping[str, str] | None = None,
 ) -> list[Gpu]:
-    """Give each GPU its processes, each labelled with the run (``exp#n``) it belongs to."""
+    """Give each GPU its processes, each labelled with the run (``exp#n``) it belongs to.
+
+    ``reserved`` maps a GPU id (index or uuid, as the scheduler put it in
+    ``CUDA_VISIBLE_DEVICES``) to the run it was given to: such a GPU shows its
+    run even before the run's process has touched it (while the model loads).
+    """
     by_uuid: dict[str, list[GpuProcess]] = {}
     for app in apps:
         run = run_pids.get(app.pid)
@@ -122,7 +130,12 @@ def attach(
             sid = session_of(app.pid)
             run = run_pids.get(sid) if sid is not None else None
         by_uuid.setdefault(app.gpu_uuid, []).append(replace(app, run=run))
-    return [replace(gpu, processes=tuple(by_uuid.get(gpu.uuid, ()))) for gpu in gpus]
+    out = []
+    for gpu in gpus:
+        procs = tuple(by_uuid.get(gpu.uuid, ()))
+        holder = (reserved or {}).get(str(gpu.index)) or (reserved or {}).get(gpu.uuid)
+        out.append(replace(gpu, processes=procs, reserved_by=holder))
+    return out
 
 
 def short_name(name: str) -> str:
@@ -150,7 +163,8 @@ def available() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
-def query(run_pids: Mapping[int, str] | None = None, runner: Runner = _run_nvidia_smi) -> list[Gpu]:
+def query(run_pids: Mapping[int, str] | None = None, runner: Runner = _run_nvidia_smi,
+          reserved: Mapping[str, str] | None = None) -> list[Gpu]:
     """The GPUs now, with their processes mapped to runs; ``[]`` without nvidia-smi or GPUs."""
     text = runner(GPU_COMMAND)
     if not text:
@@ -159,4 +173,4 @@ def query(run_pids: Mapping[int, str] | None = None, runner: Runner = _run_nvidi
     if not gpus:
         return []
     apps = parse_apps(runner(APP_COMMAND) or "")
-    return attach(gpus, apps, run_pids or {})
+    return attach(gpus, apps, run_pids or {}, reserved=reserved)

@@ -150,7 +150,7 @@ def _collect(reg: Registry, kind: str, expected: type) -> None:
     """Call ``register_<kind>`` on each plugin separately, so one raising spoils nothing."""
     target: dict[str, Any] = getattr(reg, kind)
     hook = getattr(reg.pm.hook, f"register_{kind}")
-    for impl in reversed(hook.get_hookimpls()):
+    for impl in hook.get_hookimpls():  # registration order: built-ins before local files
         plugin_name = reg.pm.get_name(impl.plugin) or "?"
         source = reg.sources.get(plugin_name, "?")
 

@@ -31,16 +31,19 @@ from workbench.messages import ConfigChanged, LogChanged, RunEvents, RunsChanged
 from workbench.schema import NAME_RE
 
 LOG_LINES = 200
-Stamp = tuple[int, int] | None
+Stamp = tuple[int, int, int] | None
 
 
 def stamp(path: Path) -> Stamp:
-    """``(mtime_ns, size)`` of ``path``, or ``None`` when it does not exist."""
+    """``(inode, mtime_ns, size)`` of ``path``, or ``None`` when it does not exist.
+
+    The inode catches editors that save by writing a new file and renaming it.
+    """
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def load_config(path: Path, runs_dir: str | Path | None) -> tuple[Config | None, str | None, Path]:
@@ -66,6 +69,7 @@ class Watcher:
         self._config_stamp = config_stamp
         self._lock = threading.Lock()
         self._wanted: tuple[Path, ...] = ()
+        self._forget: set[Path] = set()
         self._log_path: Path | None = None
         self._tails: dict[Path, runs.EventTail] = {}
         self._dirs: dict[Path, tuple[Stamp, list[str]]] = {}
@@ -80,6 +84,11 @@ class Watcher:
         with self._lock:
             self._wanted = tuple(dict.fromkeys(Path(p) for p in paths))
             self._log_path = Path(log_path) if log_path else None
+
+    def forget(self, path: Path) -> None:
+        """Read ``path``'s events from the top again at the next poll (posted with ``reset``)."""
+        with self._lock:
+            self._forget.add(Path(path))
 
     # --- called from the worker thread ---------------------------------------
 
@@ -158,9 +167,10 @@ class Watcher:
 
     def _poll_events(self) -> RunEvents | None:
         with self._lock:
-            wanted = self._wanted
+            wanted, forget = self._wanted, self._forget
+            self._forget = set()
         for path in list(self._tails):
-            if path not in wanted:
+            if path not in wanted or path in forget:
                 del self._tails[path]
         batches: dict[Path, tuple[list[dict[str, Any]], bool]] = {}
         for path in wanted:

@@ -141,9 +141,11 @@ def resolve_model(source: str) -> str:
 
 
 def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return env in ("1", "ON", "YES", "TRUE") or bool(constants.HF_HUB_OFFLINE)
 
 
 def hub_cached(repo_id: str) -> bool:

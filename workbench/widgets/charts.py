@@ -41,9 +41,10 @@ class MetricChart(PlotextPlot):
     MetricChart { width: 1fr; height: 1fr; min-height: 6; }
     """
 
-    def __init__(self, title: str, log_scale_ok: bool = False, **kwargs) -> None:
+    def __init__(self, title: str, short_title: str = "", log_scale_ok: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.title = title
+        self.short_title = short_title or title
         self.log_scale_ok = log_scale_ok
         self.curves: list[Curve] = []
         self.x_max: float | None = None
@@ -68,7 +69,8 @@ class MetricChart(PlotextPlot):
         if with_data:
             last = with_data[0].points[-1][1]
             latest = f" · {compact(last) if last >= 100 else f'{last:.3g}'}"
-        plt.title(f"{self.title}{latest}" if with_data else f"{self.title} · no data yet")
+        title = self.title if width >= len(self.title) + 16 else self.short_title
+        plt.title(f"{title}{latest}" if with_data else f"{title} · no data yet")
         self.drawn_points = 0
         ys = [y for c in with_data for _, y in c.points if math.isfinite(y)]
         for curve in with_data:

@@ -25,7 +25,9 @@ COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("ppl", "ppl", 3, True),
     ("bpb", "bits/B", 5, True),
 )
-MARK = "▶"
+MARK = "◆"
+NAME_MIN = 12  # a long experiment name is cut to this before the state column goes
+NAME_PRIORITY = 4  # the name grows to full length before columns of this priority join
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,14 @@ class ExperimentRow:
         return value
 
 
+def shorten(name: str, width: int | None) -> str:
+    """Cut a long name in the middle, keeping its end (where matrix entries differ)."""
+    if width is None or len(name) <= width or width < 5:
+        return name
+    head = max(2, (width - 1) // 3)
+    return f"{name[:head]}…{name[-(width - 1 - head):]}"
+
+
 def _width(row: ExperimentRow, key: str) -> int:
     cell = row.cell(key)
     return cell.cell_len if isinstance(cell, Text) else len(cell)
@@ -68,7 +78,7 @@ class ExperimentsTable(DataTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._rows: list[ExperimentRow] = []
-        self._columns_shown: tuple[str, ...] = ()
+        self._layout: tuple[tuple[str, int | None], ...] = ()
 
     @property
     def current(self) -> str | None:
@@ -80,44 +90,75 @@ class ExperimentsTable(DataTable):
     def names(self) -> list[str]:
         return [r.name for r in self._rows]
 
+    def row(self, name: str) -> ExperimentRow | None:
+        """What the table holds for ``name`` (narrow tables show only some of it)."""
+        return next((r for r in self._rows if r.name == name), None)
+
+
     def set_rows(self, rows: list[ExperimentRow]) -> None:
         """Show ``rows``: cells updated in place when the experiments are the same ones."""
-        columns = self._fit_columns(rows, self.size.width or 80)
-        same_shape = columns == self._columns_shown and [r.name for r in rows] == self.names()
+        layout = self._fit_columns(rows, self.size.width or 80)
+        same_shape = layout == self._layout and [r.name for r in rows] == self.names()
         if same_shape:
             for old, new in zip(self._rows, rows, strict=True):
                 if old != new:
-                    for key in columns:
+                    for key, _ in layout:
                         if old.cell(key) != new.cell(key):
-                            self.update_cell(new.name, key, new.cell(key))
+                            self.update_cell(new.name, key, self._cell(new, key), update_width=True)
             self._rows = rows
             return
         current = self.current
         self._rows = rows
-        self._columns_shown = columns
+        self._layout = layout
         self.clear(columns=True)
+        widths = dict(layout)
         for key, header, _, right in COLUMNS:
-            if key in columns:
-                self.add_column(Text(header, justify="right") if right else header, key=key)
+            if key in widths:
+                label = Text(header, justify="right") if right else header
+                self.add_column(label, key=key, width=widths[key])
         for row in rows:
-            self.add_row(*(row.cell(k) for k in columns), key=row.name)
+            self.add_row(*(self._cell(row, k) for k, _ in layout), key=row.name)
         if current in self.names():
             self.move_cursor(row=self.names().index(current), animate=False)
 
-    def _fit_columns(self, rows: list[ExperimentRow], width: int) -> tuple[str, ...]:
-        """The columns that fit in ``width`` cells, dropping the least important first."""
-        need = {key: max([len(header)] + [_width(r, key) for r in rows]) + 2 * self.cell_padding
-                for key, header, _, _ in COLUMNS}
-        keep = set()
-        used = 1  # scrollbar gutter slack
-        for key, _, _, _ in sorted(COLUMNS, key=lambda c: c[2]):
-            if used + need[key] <= width or key in ("mark", "name"):
+    def _cell(self, row: ExperimentRow, key: str) -> str | Text:
+        cell = row.cell(key)
+        if key == "name" and isinstance(cell, Text):
+            width = dict(self._layout).get("name")
+            short = shorten(row.name, width)
+            if short != row.name:
+                cell = Text(short, style=cell.style)
+        return cell
+
+    @property
+    def columns_shown(self) -> tuple[str, ...]:
+        return tuple(key for key, _ in self._layout)
+
+    def _fit_columns(self, rows: list[ExperimentRow], width: int) -> tuple[tuple[str, int | None], ...]:
+        """``(column, width)`` pairs that fit in ``width`` cells.
+
+        Mark, name and state always show (a long name is cut short first);
+        then r and perplexity, then the name at full length, then the rest,
+        each while it fits.
+        """
+        pad = 2 * self.cell_padding
+        need = {key: max([len(header)] + [_width(r, key) for r in rows]) for key, header, _, _ in COLUMNS}
+        room = width - 2  # scrollbar gutter slack
+        name_width = min(need["name"], NAME_MIN)
+        used = need["mark"] + need["state"] + name_width + 3 * pad
+        keep = {"mark", "name", "state"}
+        for key, _, priority, _ in sorted(COLUMNS, key=lambda c: c[2]):
+            if priority >= NAME_PRIORITY and name_width < need["name"]:
+                grow = min(need["name"] - name_width, max(room - used, 0))
+                name_width += grow
+                used += grow
+            if key not in keep and used + need[key] + pad <= room:
                 keep.add(key)
-                used += need[key]
-        return tuple(key for key, *_ in COLUMNS if key in keep)
+                used += need[key] + pad
+        return tuple((key, name_width if key == "name" else None) for key, *_ in COLUMNS if key in keep)
 
     def on_resize(self, event: events.Resize) -> None:
-        if self._rows and self._fit_columns(self._rows, event.size.width) != self._columns_shown:
+        if self._rows and self._fit_columns(self._rows, event.size.width) != self._layout:
             self.set_rows(list(self._rows))
 
     def select(self, name: str) -> bool:

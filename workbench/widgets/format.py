@@ -16,8 +16,11 @@ FAIL_REASONS = {"vanished": "vanished", "oom": "OOM", "config": "config", "plugi
                 "data": "data", "model": "model"}
 
 
-def state_badge(status: dict[str, Any] | None, short: bool = False) -> Text:
-    """A run's state as a coloured cell: ``● 212/500``, ``✓ done``, ``✗ OOM``, ``■ stopped``."""
+def state_badge(status: dict[str, Any] | None, short: bool = False, position: int | None = None) -> Text:
+    """A run's state as a coloured cell: ``● 212/500``, ``✓ done``, ``✗ OOM``, ``■ stopped``.
+
+    ``position`` is a queued run's place in the queue (1 starts next).
+    """
     if not status:
         return Text("·", style="dim")
     state = status.get("state", "?")
@@ -32,10 +35,12 @@ def state_badge(status: dict[str, Any] | None, short: bool = False) -> Text:
     if state == "failed":
         kind = status.get("error_kind") or "error"
         return Text(f"✗ {FAIL_REASONS.get(kind, kind)}", style="bold red")
-    if state == "stopped":
+    if state == "stopped" and not status.get("cancelled"):
         return Text(f"■ stopped {status.get('step') or 0}" if not short else "■ stopped", style="yellow")
+    if state == "stopped" and status.get("cancelled"):
+        return Text("■ cancelled", style="yellow")
     if state == "queued":
-        return Text("◌ queued", style="dim")
+        return Text(f"◌ queued {position}" if position else "◌ queued", style="dim")
     return Text(str(state), style="dim")
 
 
@@ -64,7 +69,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
         return []
     if hi <= lo:
         return [lo]
-    raw = (hi - lo) / max(count - 1, 1)
+    raw = (hi - lo) / max(count, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     first = math.ceil(lo / step - 1e-9) * step

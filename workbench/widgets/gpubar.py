@@ -21,7 +21,7 @@ def gpu_text(gpus: list[Gpu], compact: bool = False) -> Text:
         if not compact:
             text.append(f" {gpu.short_name}")
         holders = gpu.runs
-        busy = bool(gpu.processes) or (gpu.utilization or 0) > 0
+        busy = bool(gpu.processes) or bool(holders) or (gpu.utilization or 0) > 0
         if not busy:
             text.append(" idle", style="dim")
             continue

@@ -1,0 +1,104 @@
+"""The training process's parts in isolation: error summaries, precision, settings, scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.config import loads
+from workbench.train.errors import UserError, describe
+from workbench.train.trainer import Hardware, choose_precision, sft_config
+
+
+def test_oom_is_classified_with_a_hint() -> None:
+    import torch
+
+    failure = describe(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore"))
+    assert failure.kind == "oom"
+    assert failure.error == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB"
+    assert "train.batch_size" in failure.hint and "gradient_checkpointing" in failure.hint
+    assert describe(RuntimeError("MPS backend out of memory")).kind == "oom"
+
+
+def test_other_errors_are_one_line() -> None:
+    failure = describe(ValueError("first line\nsecond line"))
+    assert (failure.error, failure.kind) == ("ValueError: first line", "error")
+    user = describe(UserError("column 'x' not found", kind="data", hint="set data.column"))
+    assert (user.error, user.kind, user.hint) == ("column 'x' not found", "data", "set data.column")
+
+
+@pytest.mark.parametrize(("requested", "cuda", "bf16", "expected"), [
+    ("auto", False, False, "fp32"),
+    ("auto", True, True, "bf16"),
+    ("auto", True, False, "fp16"),
+    ("fp32", True, True, "fp32"),
+    ("bf16", False, False, "bf16"),
+])
+def test_precision_follows_the_hardware(requested: str, cuda: bool, bf16: bool,
+                                        expected: str) -> None:
+    assert choose_precision(requested, cuda, bf16) == expected
+
+
+def test_impossible_precision_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="fp16"):
+        choose_precision("fp16", cuda=False, bf16_supported=False)
+    with pytest.raises(UserError, match="bf16"):
+        choose_precision("bf16", cuda=True, bf16_supported=False)
+
+
+def experiment(*lines: str):
+    toml = "\n".join(["[experiments.t]", 'backend = "tiny"', 'data.source = "x/y"', *lines])
+    return loads(toml).get("t")
+
+
+def test_sft_config_on_cpu_overrides_trl_defaults(tmp_path: Path) -> None:
+    exp = experiment("train.steps = 7", "train.save_every = 3", "train.logging_every = 2",
+                     "train.max_length = 33")
+    args = sft_config(exp, tmp_path, Hardware(cuda=False, precision="fp32"))
+    assert (args.bf16, args.fp16, args.gradient_checkpointing) == (False, False, False)
+    assert args.use_cpu and args.report_to in ([], "none", ["none"])
+    assert (args.max_steps, args.save_steps, args.logging_steps) == (7, 3, 2)
+    assert args.max_length == 33 and not args.packing and args.pad_to_multiple_of is None
+    assert args.output_dir == str(tmp_path / "checkpoints")
+
+
+def test_gradient_checkpointing_only_when_asked(tmp_path: Path) -> None:
+    exp = experiment("train.gradient_checkpointing = true")
+    args = sft_config(exp, tmp_path, Hardware(cuda=False, precision="fp32"))
+    assert args.gradient_checkpointing
+
+
+def test_heldout_scoring_counts_every_text_byte_and_eos(tiny_llama_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from workbench.train.evaluation import encode_heldout
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    text = ">be me\n>café"
+    [(ids, nbytes)] = encode_heldout(tok, [text], max_length=64)
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert tok.decode(ids[1:-1]) == text
+    assert nbytes == len(text.encode("utf-8"))  # é is 2 bytes; EOS adds none
+    [(cut, cut_bytes)] = encode_heldout(tok, [text], max_length=4)
+    assert len(cut) == 4 and cut[-1] != tok.eos_token_id
+    assert cut_bytes == len(tok.decode(cut[1:]).encode("utf-8")) < nbytes
+
+
+def test_samples_are_reproducible_for_a_seed(tiny_llama_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.train.evaluation import generate
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    kw = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8}
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    a = generate(model, tok, ">be me\n>", seed=5, **kw)
+    after = torch.rand(1)
+    assert after == before  # sampling leaves the training's random stream alone
+    assert generate(model, tok, ">be me\n>", seed=5, **kw) == a
+    assert generate(model, tok, ">be me\n>", seed=6, **kw) != a

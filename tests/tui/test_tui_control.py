@@ -1,0 +1,265 @@
+"""Pilot tests of launch, stop, resume, re-attach, vanished processes and errors as notices.
+
+Launches go through the real path (``launch.start`` -> queue -> scheduler ->
+``launch.spawn``, detached) with the ``fake`` launcher plugin, whose process
+writes through the engine's own writer; stops send a real SIGTERM to a real
+process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from helpers import NOW, ready, screen_text, until
+
+from workbench import runs
+from workbench.screens.confirm import ConfirmScreen
+from workbench.screens.plugins import PluginsScreen
+from workbench.widgets.charts import MetricChart
+from workbench.widgets.experiments import ExperimentsTable
+
+
+def state_of(app, name: str) -> str | None:
+    found = app.runs_by_exp.get(name) or []
+    return found[-1].state if found else None
+
+
+def notices(app) -> str:
+    return "\n".join(str(n.message) for n in app._notifications)
+
+
+async def test_launch_runs_detached_and_charts_follow(workspace) -> None:
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: app.registry is not None, what="plugins")
+        await pilot.press("r")
+        await until(pilot, lambda: (workspace.root / "alpha" / "1" / runs.STATUS).exists(), what="run folder")
+        status = runs.read_status(workspace.root / "alpha" / "1")
+        assert status["state"] in ("queued", "running", "finished")
+        assert runs.read_config(workspace.root / "alpha" / "1")["experiment"]["name"] == "alpha"
+        await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=30, what="finished")
+        loss = app.main.query_one("#loss-chart", MetricChart)
+        await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 40, what="40 points")
+        assert "started alpha#1" in notices(app)
+        status = runs.read_status(workspace.root / "alpha" / "1")
+        assert status["pid"] != os.getpid()
+        assert os.getsid(0) != status["pid"]  # its own session: it outlives this terminal
+
+
+async def test_launch_marked_experiments(workspace) -> None:
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("space", "space", "r")  # alpha and beta
+        await until(pilot, lambda: state_of(app, "alpha") and state_of(app, "beta"), timeout=10,
+                    what="two runs")
+        await until(pilot, lambda: state_of(app, "alpha") == state_of(app, "beta") == "finished",
+                    timeout=40, what="both finished")
+        assert state_of(app, "sweep-learning_rate0.001") is None
+
+
+async def test_launch_refused_for_unknown_backend(workspace) -> None:
+    workspace.toml.write_text(workspace.toml.read_text() + '\n[experiments.odd]\nbackend = "testlmm"\n')
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.main.query_one(ExperimentsTable).select("odd")
+        await pilot.press("r")
+        await until(pilot, lambda: "unknown backend 'testlmm'" in notices(app), what="the refusal")
+        assert "did you mean 'testlm'" in notices(app)
+        assert not (workspace.root / "odd").exists()
+
+
+async def test_stop_asks_then_sends_sigterm_to_the_group(workspace) -> None:
+    proc = workspace.sleeper()
+    run_dir = workspace.make_run("alpha", "running", steps=3, pid=proc.pid)
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: state_of(app, "alpha") == "running", what="running")
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # cancel: nothing happens
+        assert app.screen is app.main
+        await pilot.pause(0.2)
+        assert proc.poll() is None
+        await pilot.press("s")
+        assert "Stop alpha#1?" in screen_text(app)
+        await pilot.press("y")
+        assert proc.wait(timeout=5) == -signal.SIGTERM
+        await until(pilot, lambda: runs.read_status(run_dir).get("stop_requested"), what="stop_requested")
+        assert "stopping alpha#1" in notices(app)
+
+
+async def test_stop_refused_when_not_running(workspace) -> None:
+    workspace.make_run("alpha", "finished", steps=5)
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: state_of(app, "alpha") == "finished", what="finished")
+        await pilot.press("s")
+        assert app.screen is app.main
+        assert "alpha#1 is finished: nothing to stop" in notices(app)
+
+
+async def test_stop_then_resume_a_real_run(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_STEP_S", "0.1")
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("r")
+        run_dir = workspace.root / "alpha" / "1"
+        await until(pilot, lambda: (runs.read_status(run_dir).get("step") or 0) >= 12, timeout=20,
+                    what="past the first checkpoint")
+        await pilot.press("s", "y")
+        await until(pilot, lambda: state_of(app, "alpha") == "stopped", timeout=10, what="stopped")
+        stopped_at = runs.read_status(run_dir)["step"]
+        assert "stopped at step" in screen_text(app)
+        monkeypatch.setenv("FAKE_STEP_S", "0.01")
+        await pilot.press("u")
+        await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=30, what="resumed, finished")
+        loss = app.main.query_one("#loss-chart", MetricChart)
+        await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 40, what="40 points")
+        steps = [s for s, _ in loss.curves[0].points]
+        assert steps == list(range(1, 41))  # no step twice, none missing
+        assert any(e["type"] == "resume" and e["from_step"] == stopped_at
+                   for e in runs.read_events(run_dir))
+
+
+async def test_resume_refused_without_checkpoint(workspace) -> None:
+    workspace.make_run("alpha", "stopped", steps=5)
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: state_of(app, "alpha") == "stopped", what="stopped")
+        await pilot.press("u")
+        await until(pilot, lambda: "no checkpoint to resume from" in notices(app), what="refusal")
+
+
+async def test_cancel_a_queued_run(workspace) -> None:
+    run_dir = workspace.prepare("alpha")  # queued, but no scheduler: it stays queued
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: state_of(app, "alpha") == "queued", what="queued")
+        await pilot.press("s")
+        assert "out of the queue" in screen_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: state_of(app, "alpha") == "stopped", what="cancelled")
+        assert runs.read_status(run_dir)["cancelled"] is True
+
+
+async def test_reattach_after_quit_shows_the_run_live(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")
+    workspace.toml.write_text(workspace.toml.read_text().replace("steps = 40", "steps = 4000"))
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("r")
+        await until(pilot, lambda: state_of(app, "alpha") == "running", timeout=15, what="running")
+        await pilot.press("q")
+    run_dir = workspace.root / "alpha" / "1"
+    status = runs.read_status(run_dir)
+    assert status["state"] == "running"  # quitting the TUI left the run going
+    step_at_quit = status.get("step") or 0
+    time.sleep(0.5)
+    again = workspace.app()
+    async with again.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        loss = again.main.query_one("#loss-chart", MetricChart)
+        await until(pilot, lambda: loss.curves and len(loss.curves[0].points) > step_at_quit,
+                    timeout=10, what="history since before the quit")
+        seen = len(loss.curves[0].points)
+        await until(pilot, lambda: len(loss.curves[0].points) > seen + 3, timeout=10, what="live again")
+        assert "● " in screen_text(again)
+
+
+async def test_two_tuis_show_the_same_truth(workspace) -> None:
+    proc = workspace.sleeper()
+    run_dir = workspace.make_run("alpha", "running", steps=5, pid=proc.pid)
+    first, second = workspace.app(), workspace.app()
+    async with first.run_test(size=(120, 40)) as p1, second.run_test(size=(120, 40)) as p2:
+        await ready(p1)
+        await ready(p2)
+        runs.append_event(run_dir, "train", step=6, loss=0.5)
+        runs.write_status(run_dir, step=6)
+        for app, pilot in ((first, p1), (second, p2)):
+            loss = app.main.query_one("#loss-chart", MetricChart)
+            await until(pilot, lambda loss=loss: loss.curves and len(loss.curves[0].points) == 6,
+                        what="6 points")
+        proc.kill()
+        proc.wait()
+        for app, pilot in ((first, p1), (second, p2)):
+            await until(pilot, lambda app=app: state_of(app, "alpha") == "failed", what="vanished")
+
+
+async def test_vanished_process_shows_failed_with_error(workspace) -> None:
+    proc = workspace.sleeper()
+    workspace.make_run("alpha", "running", steps=4, pid=proc.pid)
+    app = workspace.app(clock=lambda: NOW)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: state_of(app, "alpha") == "running", what="running")
+        proc.kill()
+        proc.wait()
+        await until(pilot, lambda: state_of(app, "alpha") == "failed", what="failed")
+        text = screen_text(app)
+        assert "✗ vanished" in text and "process vanished" in text
+
+
+async def test_bad_toml_then_fixed(workspace) -> None:
+    good = workspace.toml.read_text()
+    workspace.toml.write_text(good.replace('lora.r = 8', 'lora.r = = 8'))
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        text = screen_text(app)
+        assert "cannot read the experiments file" in text
+        line = good.splitlines().index("lora.r = 8") + 1
+        assert f"experiments.toml:{line}:" in notices(app) and "invalid TOML" in notices(app)
+        assert app.main.query_one(ExperimentsTable).names() == []
+        await pilot.press("r")
+        assert "fix the experiments file first" in notices(app)
+        # an unknown key names the key path and a suggestion
+        workspace.toml.write_text(good.replace('lora.r = 8', 'lora.rr = 8'))
+        await until(pilot, lambda: "experiments.beta.lora.rr: unknown key (did you mean 'r'?)"
+                    in notices(app), what="key error")
+        assert "experiments.beta.lora.rr" in screen_text(app)
+        workspace.toml.write_text(good)
+        table = app.main.query_one(ExperimentsTable)
+        await until(pilot, lambda: len(table.names()) == 4, what="reloaded")
+        assert "cannot read" not in screen_text(app)
+        assert "reloaded" in notices(app)
+
+
+async def test_bad_toml_still_shows_runs_on_disk(workspace) -> None:
+    workspace.make_run("alpha", "finished", steps=10)
+    workspace.toml.write_text("[experiments\n")
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        table = app.main.query_one(ExperimentsTable)
+        await until(pilot, lambda: table.names() == ["alpha"], what="alpha from the runs folder")
+        assert not table.row("alpha").in_config
+
+
+async def test_broken_plugin_in_plugins_view(workspace) -> None:
+    (workspace.plugins / "broken.py").write_text("raise ImportError('needs the frobnicator package')\n")
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: app.registry is not None, what="plugins")
+        await until(pilot, lambda: "1 plugin failed to load" in notices(app), what="a notice")
+        await pilot.press("p")
+        assert isinstance(app.screen, PluginsScreen)
+        text = screen_text(app)
+        assert "broken" in text and "ImportError: needs the frobnicator package" in text
+        assert "testlm" in text and "fake" in text  # the others still loaded
+        (workspace.plugins / "broken.py").unlink()
+        await pilot.press("r")
+        await until(pilot, lambda: "all plugins loaded" in screen_text(app), what="reloaded plugins")
+        await pilot.press("escape")
+        assert app.screen is app.main

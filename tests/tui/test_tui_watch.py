@@ -1,0 +1,112 @@
+"""The run-folder watcher: incremental, quiet when nothing changed, liveness, config reloads."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench import runs
+from workbench.messages import ConfigChanged, LogChanged, RunEvents, RunsChanged
+from workbench.watch import Watcher, stamp
+
+
+def kinds(messages) -> list[type]:
+    return [type(m) for m in messages]
+
+
+def bump_mtime(path: Path) -> None:
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def test_nothing_changed_posts_nothing_and_rereads_nothing(workspace, monkeypatch) -> None:
+    done = workspace.make_run("alpha", "finished", steps=20)
+    live = workspace.make_run("beta", "running", steps=5)
+    watcher = Watcher(workspace.toml, workspace.root, config_stamp=stamp(workspace.toml))
+    watcher.want([done, live], live)
+    first = watcher.poll()
+    assert kinds(first) == [RunsChanged, RunEvents, LogChanged]
+    runs_msg = first[0]
+    assert [r.ref for r in runs_msg.runs["alpha"]] == ["alpha#1"]
+    events = first[1].batches
+    assert events[done][1] is True and len(events[done][0]) > 20
+
+    reads: list[Path] = []
+    real = runs.read_status
+    monkeypatch.setattr(runs, "read_status", lambda p: reads.append(Path(p)) or real(p))
+    assert watcher.poll() == []
+    assert reads == [live]  # the finished run's status is not re-read; the live one is (liveness)
+
+
+def test_new_events_only_and_torn_line(workspace) -> None:
+    run_dir = workspace.make_run("alpha", "running", steps=3, evals=0, samples=False)
+    watcher = Watcher(workspace.toml, workspace.root, config_stamp=stamp(workspace.toml))
+    watcher.want([run_dir], None)
+    watcher.poll()
+    runs.append_event(run_dir, "train", step=4, loss=1.0)
+    with open(run_dir / runs.EVENTS, "ab") as fh:
+        fh.write(b'{"type": "train", "step": 5, "lo')  # a writer mid-append
+    (batch,) = [m for m in watcher.poll() if isinstance(m, RunEvents)]
+    events, reset = batch.batches[run_dir]
+    assert reset is False and [e["step"] for e in events] == [4]
+    with open(run_dir / runs.EVENTS, "ab") as fh:
+        fh.write(b'ss": 0.5}\n')
+    (batch,) = [m for m in watcher.poll() if isinstance(m, RunEvents)]
+    assert [e["step"] for e in batch.batches[run_dir][0]] == [5]
+
+
+def test_vanished_process_noticed_without_a_status_write(workspace) -> None:
+    proc = workspace.sleeper()
+    run_dir = workspace.make_run("alpha", "running", steps=2, pid=proc.pid)
+    watcher = Watcher(workspace.toml, workspace.root, config_stamp=stamp(workspace.toml))
+    (msg,) = watcher.poll()
+    assert msg.runs["alpha"][0].state == "running"
+    proc.kill()
+    proc.wait()
+    (msg,) = watcher.poll()
+    status = msg.runs["alpha"][0].status
+    assert status["state"] == "failed" and status["error"] == runs.VANISHED
+    assert run_dir == msg.runs["alpha"][0].path
+
+
+def test_config_reload_on_mtime(workspace) -> None:
+    watcher = Watcher(workspace.toml, workspace.root, config_stamp=stamp(workspace.toml))
+    assert kinds(watcher.poll()) == [RunsChanged]  # no runs yet: said once
+    assert watcher.poll() == []
+    good = workspace.toml.read_text()
+    workspace.toml.write_text(good + "\n[experiments.gamma]\nlora.alfa = 2\n")
+    bump_mtime(workspace.toml)
+    (msg,) = watcher.poll()
+    assert isinstance(msg, ConfigChanged) and msg.config is None
+    assert "experiments.gamma.lora.alfa" in msg.error and "did you mean 'alpha'" in msg.error
+    workspace.toml.write_text(good)
+    bump_mtime(workspace.toml)
+    (msg,) = watcher.poll()
+    assert msg.error is None and "alpha" in msg.config.experiments
+
+
+def test_forget_reads_from_the_top(workspace) -> None:
+    run_dir = workspace.make_run("alpha", "finished", steps=4, evals=0, samples=False)
+    watcher = Watcher(workspace.toml, workspace.root, config_stamp=stamp(workspace.toml))
+    watcher.want([run_dir], None)
+    watcher.poll()
+    watcher.forget(run_dir)
+    (batch,) = [m for m in watcher.poll() if isinstance(m, RunEvents)]
+    events, reset = batch.batches[run_dir]
+    assert reset and len(events) == 4
+
+
+@pytest.mark.parametrize("count", [2000])
+def test_poll_cost_stays_small_with_many_finished_runs(tmp_path, count) -> None:
+    root = tmp_path / "runs"
+    for i in range(count):
+        run_dir = runs.new_run_dir(root, f"exp{i % 20}")
+        runs.write_status(run_dir, state="finished", step=10, max_steps=10)
+    watcher = Watcher(tmp_path / "none.toml", root, config_stamp=None)
+    watcher.poll()
+    start = time.perf_counter()
+    assert watcher.poll() == []
+    assert time.perf_counter() - start < 0.5  # stats only: about 2k stats on this machine

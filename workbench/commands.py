@@ -1,0 +1,56 @@
+"""Command palette (ctrl+p): one entry per action, plus "show EXPERIMENT" for each experiment."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+# (command text, help, action on the main screen, or "app." for app actions)
+ACTIONS: tuple[tuple[str, str, str], ...] = (
+    ("Run experiment", "start the marked experiments, or the selected one (r)", "launch"),
+    ("Stop run", "stop the shown run, after asking (s)", "stop"),
+    ("Resume run", "continue the shown stopped or failed run from its checkpoint (u)", "resume"),
+    ("Mark experiment", "mark or unmark the selected experiment (space)", "mark"),
+    ("Toggle overlay", "draw the marked experiments' latest runs together (o)", "overlay"),
+    ("Filter experiments", "type to filter the experiments table (/)", "filter"),
+    ("Show config tab", "the resolved config of the selected experiment (1)", "tab('config')"),
+    ("Show diff tab", "what differs from the experiment it extends (2)", "tab('diff')"),
+    ("Show runs tab", "every run of the selected experiment (3)", "tab('runs')"),
+    ("Show samples tab", "the latest sample generations (4)", "tab('samples')"),
+    ("Show log tab", "the tail of train.log (5)", "tab('log')"),
+    ("Plugins", "what loaded, from where, and what failed (p)", "app.plugins"),
+    ("Help", "keys and a short tour (?)", "app.help"),
+    ("Quit", "leave the TUI; runs keep going (q)", "app.quit"),
+)
+
+
+class WorkbenchCommands(Provider):
+    """Every workbench action, searchable by name."""
+
+    def _commands(self) -> list[tuple[str, str, str]]:
+        from workbench.screens.main import MainScreen
+
+        on_main = isinstance(self.screen, MainScreen)
+        commands = [c for c in ACTIONS if on_main or c[2].startswith("app.")]
+        if on_main:
+            names = self.screen.table.names()  # type: ignore[attr-defined]
+            commands += [(f"Show {name}", f"select experiment {name}", f"select('{name}')") for name in names]
+        return commands
+
+    def _runner(self, action: str):
+        target = action if action.startswith("app.") else f"screen.{action}"
+        return partial(self.app.run_action, target)
+
+    async def discover(self) -> Hits:
+        for text, help_text, action in self._commands():
+            if action.startswith("select("):
+                continue
+            yield DiscoveryHit(text, self._runner(action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, help_text, action in self._commands():
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), self._runner(action), text=text, help=help_text)

@@ -1,0 +1,371 @@
+"""``workbench report``: a Markdown write-up of runs, in the shape of the seed study's.
+
+``FOLDER/report.md`` holds the results table (model, LoRA r, held-out
+perplexity and bits per byte, speed), the settings in which the runs differ,
+PNG plots of training loss, held-out perplexity and bits per byte against
+step with the runs overlaid, and sample generations for the runs' prompts:
+the base model's next to each run's.
+
+Where samples come from: each run's own ``sample`` events at its last step
+(written during training with the run's seeded ``[sampling]`` settings, so
+they cost nothing here and are exactly what the run produced), and, for the
+untuned base models and any run without sample events, the generation worker
+with the same seeded settings (the worker reproduces a run's sample events
+token for token). ``--no-generate`` skips the worker: no torch at all.
+matplotlib (Agg) is imported only while plotting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench import config, runs
+from workbench.compare import base_label, base_spec, printable
+from workbench.results import BY_KEY, DEFAULT_COLUMNS, Row, cell, default_models, rows_for
+
+TABLE_COLUMNS = DEFAULT_COLUMNS
+LABELS = {"r": "LoRA r", "ppl": "held-out ppl (best)", "final_ppl": "held-out ppl (final)",
+          "bpb": "bits/byte (best)"}
+PLOTS = (  # file, title, event type, field, y label
+    ("train_loss.png", "Training loss", "train", "loss", "loss"),
+    ("perplexity.png", "Held-out perplexity", "eval", "perplexity", "perplexity"),
+    ("bits_per_byte.png", "Held-out bits per byte", "eval", "bits_per_byte", "bits per byte"),
+)
+
+
+@dataclass
+class Samples:
+    """The sample texts of one pane (a run or a base) for each prompt, and where they came from."""
+
+    label: str
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+
+# --- choosing runs ----------------------------------------------------------------------
+
+
+def default_runs(root: Path, cfg: config.Config | None) -> list[runs.Run]:
+    """The latest run of each experiment: the file's order when there is one, else by name."""
+    names = list(cfg.experiments) if cfg else []
+    if root.is_dir():
+        names += sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    chosen = []
+    for name in dict.fromkeys(names):
+        try:
+            run = runs.latest_run(root, name)
+        except runs.RunError:
+            continue
+        if run is not None:
+            chosen.append(run)
+    return chosen
+
+
+# --- markdown pieces ------------------------------------------------------------------------
+
+
+def md_escape(text: str) -> str:
+    return printable(str(text)).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    align = align or ["l"] * len(header)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def results_table(rows: list[Row]) -> str:
+    """The results as a Markdown table, best values in bold."""
+    header = [LABELS.get(k, BY_KEY[k].label) for k in TABLE_COLUMNS]
+    body = []
+    for row in rows:
+        cells = []
+        for key in TABLE_COLUMNS:
+            text = md_escape(cell(row, key, star=""))
+            cells.append(f"**{text}**" if key in row.best else text)
+        body.append(cells)
+    align = ["r" if BY_KEY[k].numeric else "l" for k in TABLE_COLUMNS]
+    return md_table(header, body, align)
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def config_differences(rows: list[Row]) -> str:
+    """The settings in which the runs differ, one row per setting, one column per run."""
+    from workbench.schema import Experiment
+
+    experiments = []
+    for row in rows:
+        try:
+            experiments.append((row, Experiment.model_validate(row.experiment)))
+        except ValueError:
+            continue
+    if len(experiments) < 2:
+        return "Only one run: nothing to compare."
+    reference = experiments[0][1]
+    keys: list[str] = []
+    for _, exp in experiments[1:]:
+        for key, _, _ in config.diff(reference, exp):
+            if key not in keys:
+                keys.append(key)
+    if not keys:
+        return "All runs share one configuration (names and descriptions aside)."
+    dumps = [exp.model_dump(mode="json") for _, exp in experiments]
+    body = [[f"`{key}`", *(md_escape(json.dumps(_lookup(d, key))) for d in dumps)] for key in keys]
+    return md_table(["setting", *(md_escape(r.run.ref) for r, _ in experiments)], body)
+
+
+def fence(text: str) -> str:
+    """``text`` in a fenced block whose fence it cannot close."""
+    mark = "~~~"
+    while mark in text:
+        mark += "~"
+    return f"{mark}text\n{printable(text)}\n{mark}"
+
+
+# --- plots ----------------------------------------------------------------------------------
+
+
+def series(run: runs.Run, kind: str, key: str) -> list[tuple[float, float]]:
+    """``(step, value)`` of one metric from a run's effective events."""
+    points = []
+    for event in runs.effective(runs.read_events(run.path)):
+        step, value = event.get("step"), event.get(key)
+        if event.get("type") == kind and isinstance(step, (int, float)) and isinstance(value, (int, float)):
+            points.append((float(step), float(value)))
+    return points
+
+
+def plot(rows: list[Row], folder: Path) -> list[tuple[str, str]]:
+    """Write the PNG plots; return ``(file name, title)`` for those that had data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    written = []
+    for name, title, kind, key, ylabel in PLOTS:
+        lines = [(row.run.ref, series(row.run, kind, key)) for row in rows]
+        lines = [(ref, pts) for ref, pts in lines if pts]
+        if not lines:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        try:
+            for ref, pts in lines:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=ref,
+                        marker="o" if len(pts) < 30 else None, markersize=3)
+            values = [p[1] for _, pts in lines for p in pts]
+            if min(values) > 0 and max(values) / min(values) > 20:
+                ax.set_yscale("log")
+            ax.set(title=title, xlabel="step", ylabel=ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+            fig.tight_layout()
+            fig.savefig(folder / name, format="png")
+        finally:
+            plt.close(fig)
+        written.append((name, title))
+    return written
+
+
+# --- samples --------------------------------------------------------------------------------
+
+
+def sampling_of(row: Row) -> dict[str, Any]:
+    """The worker settings equal to a run's ``[sampling]``."""
+    from workbench.schema import SamplingSettings
+
+    s = {**SamplingSettings().model_dump(), **(row.experiment.get("sampling") or {})}
+    return {"temperature": s["temperature"], "top_p": s["top_p"], "max_new_tokens": s["max_new_tokens"],
+            "seed": s["seed"], "n": s.get("num_samples", 1)}
+
+
+def event_samples(run: runs.Run) -> tuple[int | None, dict[str, list[str]]]:
+    """The ``sample`` texts a run wrote at its last sampled step: ``(step, {prompt: texts})``."""
+    events = [e for e in runs.effective(runs.read_events(run.path)) if e.get("type") == "sample"]
+    if not events:
+        return None, {}
+    last = max(e.get("step") or 0 for e in events)
+    at_last = [e for e in events if (e.get("step") or 0) == last]
+    if any(e.get("checkpoint") == "final" for e in at_last):
+        at_last = [e for e in at_last if e.get("checkpoint") == "final"]
+    texts: dict[str, list[str]] = {}
+    for event in sorted(at_last, key=lambda e: e.get("index", 0)):
+        texts.setdefault(str(event.get("prompt", "")), []).append(str(event.get("text", "")))
+    return last, texts
+
+
+def collect_samples(rows: list[Row], prompts: list[str], generate: bool) -> list[Samples]:
+    """Base samples (worker) and each run's samples (its events, else the worker), per prompt."""
+    from workbench.generate import client as gen
+
+    panes: list[Samples] = []
+    bases: dict[str, tuple[dict[str, Any], Row, Samples]] = {}
+    wanted: list[tuple[dict[str, Any], dict[str, Any], Samples]] = []  # (pane spec, settings, target)
+    for row in rows:
+        try:
+            spec = base_spec(row.run.path)
+        except gen.GenerationError:
+            continue
+        key = json.dumps(spec, sort_keys=True)
+        if key not in bases:
+            bases[key] = (spec, row, Samples(base_label(spec), source="generation worker"))
+    panes.extend(entry[2] for entry in bases.values())
+    for spec, row, target in bases.values():
+        wanted.append(({"pane": "", "base": spec}, sampling_of(row), target))
+    for row in rows:
+        step, texts = event_samples(row.run)
+        target = Samples(f"{row.run.ref} · step {step}" if step is not None else row.run.ref)
+        if texts:
+            target.texts, target.source = texts, "sample events"
+        elif (row.run.path / runs.ADAPTER / "adapter_config.json").is_file():
+            target.source = "generation worker"
+            wanted.append((gen.run_pane("", row.run.path), sampling_of(row), target))
+        panes.append(target)
+    if generate and wanted:
+        _generate(wanted, prompts)
+    return panes
+
+
+def _generate(wanted: list[tuple[dict[str, Any], dict[str, Any], Samples]], prompts: list[str]) -> None:
+    """Fill the targets through one worker: one request per prompt and sampling settings."""
+    from workbench.generate.client import GenerationClient
+
+    groups: dict[str, list[tuple[dict[str, Any], Samples]]] = {}
+    settings_of: dict[str, dict[str, Any]] = {}
+    for spec, settings, target in wanted:
+        key = json.dumps(settings, sort_keys=True)
+        settings_of[key] = settings
+        groups.setdefault(key, []).append((spec, target))
+    with GenerationClient() as client:
+        for key, members in groups.items():
+            for prompt in prompts:
+                specs = [dict(spec, pane=f"p{i}") for i, (spec, _) in enumerate(members)]
+                results = client.generate(specs, prompt, **settings_of[key]).results()
+                for i, (_, target) in enumerate(members):
+                    result = results.get(f"p{i}")
+                    if result is None:
+                        continue
+                    if result.error is not None:
+                        target.errors[prompt] = result.error
+                    else:
+                        target.texts[prompt] = result.texts
+
+
+def samples_section(rows: list[Row], panes: list[Samples], prompts: list[str], generate: bool) -> str:
+    if not prompts:
+        return "The runs' experiments have no `prompts`: no samples."
+    settings = sampling_of(rows[0])
+    lines = [
+        f"Seeded sampling: seed {settings['seed']} (sample *i* uses seed + *i*), temperature "
+        f"{settings['temperature']}, top-p {settings['top_p']}, at most {settings['max_new_tokens']} "
+        "new tokens (each run with its own `[sampling]`). Runs: the samples each run wrote at its "
+        "last step; base models" + (": generated now by the generation worker with the same settings."
+                                    if generate else ": not generated (`--no-generate`)."),
+    ]
+    for i, prompt in enumerate(prompts, start=1):
+        lines += ["", f"### Prompt {i}", "", fence(prompt)]
+        for pane in panes:
+            texts = pane.texts.get(prompt)
+            error = pane.errors.get(prompt)
+            if texts is None and error is None:
+                continue
+            lines += ["", f"**{md_escape(pane.label)}**", ""]
+            if error is not None:
+                lines.append(f"*could not generate: {md_escape(error)}*")
+                continue
+            for j, text in enumerate(texts):
+                if len(texts) > 1:
+                    lines.append(f"*sample {j + 1}*")
+                lines.append(fence(text))
+    return "\n".join(lines)
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def write_report(selected: list[runs.Run], folder: Path, defaults: dict[str, str] | None = None,
+                 generate: bool = True, title: str = "Experiment report") -> Path:
+    """Write ``folder/report.md`` and its plots for ``selected``; returns the report's path."""
+    if not selected:
+        raise runs.RunError("no runs to report on (run some experiments first, or name runs)")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = rows_for(selected, defaults)
+    prompts: list[str] = []
+    for row in rows:
+        for prompt in row.experiment.get("prompts") or []:
+            if prompt not in prompts:
+                prompts.append(prompt)
+    plots = plot(rows, folder)
+    panes = collect_samples(rows, prompts, generate)
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime())
+    parts = [
+        f"# {title}",
+        "",
+        f"{len(rows)} run(s), written {when}.",
+        "",
+        "## Results",
+        "",
+        results_table(rows),
+        "",
+        ("Best values in bold. Held-out perplexity is measured on rows never trained on; bits per byte "
+         "divides the same loss by the texts' UTF-8 bytes, so it compares models with different "
+         "tokenizers fairly. Train time is wall time in the training process; tok/s counts trained "
+         "tokens over step time."),
+        "",
+        "## Configuration differences",
+        "",
+        config_differences(rows),
+        "",
+        "## Curves",
+        "",
+    ]
+    if plots:
+        for name, plot_title in plots:
+            parts += [f"![{plot_title}]({name})", ""]
+    else:
+        parts += ["No training or evaluation events yet: no curves.", ""]
+    parts += ["## Samples", "", samples_section(rows, panes, prompts, generate), ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def cmd_report(ctx: Any) -> int:
+    """``workbench report``."""
+    args = ctx.args
+    selected = ([runs.resolve(ctx.root, ref) for ref in args.runs] if args.runs
+                else default_runs(ctx.root, ctx.try_config()))
+    path = write_report(selected, Path(args.output), default_models(ctx.registry),
+                        generate=not args.no_generate)
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    print(f"wrote {path} ({len(selected)} runs; plots: {', '.join(pngs) or 'none'})")
+    return 0
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``report`` to the CLI's subcommands."""
+    p = sub.add_parser("report", parents=[common],
+                       help="write a Markdown report: results, config differences, plots, samples")
+    p.add_argument("runs", nargs="*", metavar="RUN",
+                   help="runs to include (default: the latest run of each experiment)")
+    p.add_argument("-o", "--output", default="report", metavar="FOLDER",
+                   help="where report.md and the plots go (default: ./report)")
+    p.add_argument("--no-generate", action="store_true",
+                   help="no base-model samples: use only what the runs wrote (never starts torch)")
+    p.set_defaults(func=cmd_report)

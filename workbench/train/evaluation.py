@@ -1,0 +1,227 @@
+"""Held-out loss, seeded generation, and running the experiment's evaluators.
+
+One forward pass over the held-out texts per evaluation feeds every
+``eval`` evaluator: :meth:`Evaluations.evaluate` hands them an
+:class:`~workbench.api.EvalContext` whose ``heldout_loss()`` computes
+``{"nll": summed nats, "tokens": predicted tokens, "bytes": UTF-8 bytes}``
+once and caches it.
+
+How a held-out text is scored: the sequence is a context token (BOS, or EOS
+for tokenizers without one), the text's tokens, then EOS, exactly as
+training appends EOS. Every text token and the EOS are predicted, so every
+byte of the text is counted; the EOS adds a token but 0 bytes, so
+bits per byte stays a property of the text alone and comparable across
+tokenizers. Sequences are cut to ``train.max_length`` tokens like training
+ones; a cut text counts only the bytes its kept tokens cover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from workbench import runs
+from workbench.api import EvalContext, Evaluator
+from workbench.train.errors import first_line
+
+RESERVED = ("type", "time", "step", "checkpoint")  # event fields the engine owns
+
+
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Run a block (seeded sampling) without disturbing the training's random streams."""
+    import numpy as np
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Dropout off and no gradients for the block; the model's mode is restored after."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def encode_heldout(tokenizer: Any, texts: list[str], max_length: int) -> list[tuple[list[int], int]]:
+    """``(token ids, UTF-8 bytes scored)`` for each text: context + text + EOS, cut to ``max_length``."""
+    context = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=fast)
+    out = []
+    for i, text in enumerate(texts):
+        text_ids = list(enc["input_ids"][i])
+        keep = min(len(text_ids), max(max_length - 1, 1))  # room for the context token
+        ids = [context, *text_ids[:keep]]
+        if keep == len(text_ids):
+            nbytes = len(text.encode("utf-8"))
+            if len(ids) < max_length:
+                ids.append(eos)
+        elif fast:
+            nbytes = len(text[: enc["offset_mapping"][i][keep - 1][1]].encode("utf-8"))
+        else:
+            nbytes = len(tokenizer.decode(text_ids[:keep]).encode("utf-8"))
+        out.append((ids, nbytes))
+    return out
+
+
+def heldout_loss(model: Any, tokenizer: Any, texts: list[str], max_length: int,
+                 batch_size: int, autocast: Callable[[], Any] = contextlib.nullcontext
+                 ) -> dict[str, float]:
+    """Summed NLL (nats), predicted tokens and scored bytes over ``texts``, in batches."""
+    import torch
+    import torch.nn.functional as F
+
+    encoded = encode_heldout(tokenizer, texts, max_length)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    nll, tokens, nbytes = 0.0, 0, 0
+    with eval_mode(model):
+        for start in range(0, len(encoded), batch_size):
+            batch = encoded[start:start + batch_size]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (ids, n) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, 1: len(ids)] = torch.tensor(ids[1:])
+                mask[row, : len(ids)] = 1
+                nbytes += n
+            input_ids, labels, mask = input_ids.to(device), labels.to(device), mask.to(device)
+            with autocast():
+                logits = model(input_ids=input_ids, attention_mask=mask).logits
+            shift_logits = logits[:, :-1].float().reshape(-1, logits.size(-1))
+            shift_labels = labels[:, 1:].reshape(-1)
+            nll += F.cross_entropy(shift_logits, shift_labels, ignore_index=-100,
+                                   reduction="sum").item()
+            tokens += int((shift_labels != -100).sum().item())
+    return {"nll": nll, "tokens": tokens, "bytes": nbytes}
+
+
+def generate(model: Any, tokenizer: Any, prompt: str, *, seed: int, temperature: float,
+             top_p: float, max_new_tokens: int,
+             autocast: Callable[[], Any] = contextlib.nullcontext) -> str:
+    """Continue ``prompt``; the same seed and weights give the same text."""
+    from transformers import set_seed
+
+    device = next(model.parameters()).device
+    enc = tokenizer(prompt, return_tensors="pt").to(device)
+    sampling: dict[str, Any] = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        if temperature > 0 else {"do_sample": False}
+    )
+    with rng_preserved(), eval_mode(model), autocast():
+        set_seed(seed)
+        out = model.generate(
+            **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+            **sampling,
+        )
+    new = out[0, enc["input_ids"].shape[1]:]
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
+class Evaluations:
+    """Runs the experiment's evaluators and writes their ``eval`` and ``sample`` events."""
+
+    def __init__(self, run_dir: Path, experiment: Any, evaluators: list[Evaluator],
+                 tokenizer: Any, eval_texts: list[str],
+                 autocast: Callable[[], Any] = contextlib.nullcontext) -> None:
+        self.run_dir = run_dir
+        self.experiment = experiment
+        self.tokenizer = tokenizer
+        self.eval_texts = eval_texts
+        self.autocast = autocast
+        self.metric_evaluators = [e for e in evaluators if e.when == "eval"]
+        self.sample_evaluators = [e for e in evaluators if e.when == "samples"]
+        self.best: dict[str, float] = {}
+
+    def _context(self, model: Any, step: int, checkpoint: str | None) -> tuple[EvalContext, dict]:
+        exp, cache = self.experiment, {}
+
+        def heldout() -> dict[str, float]:
+            if "result" not in cache:
+                cache["result"] = heldout_loss(
+                    model, self.tokenizer, self.eval_texts, exp.train.max_length,
+                    exp.train.eval_batch_size, self.autocast,
+                )
+            return cache["result"]
+
+        def gen(prompts: list[str], seed: int, **overrides: Any) -> list[str]:
+            s = exp.sampling
+            kw = {"temperature": s.temperature, "top_p": s.top_p,
+                  "max_new_tokens": s.max_new_tokens, **overrides}
+            return [generate(model, self.tokenizer, p, seed=seed, autocast=self.autocast, **kw)
+                    for p in prompts]
+
+        ctx = EvalContext(
+            model=model, tokenizer=self.tokenizer, experiment=exp, step=step,
+            eval_texts=self.eval_texts, prompts=list(exp.prompts), checkpoint=checkpoint,
+            heldout_loss=heldout, generate=gen,
+        )
+        return ctx, cache
+
+    def evaluate(self, model: Any, step: int) -> dict[str, Any] | None:
+        """Run the ``eval`` evaluators; append and return the ``eval`` event (None if none ran)."""
+        if not self.metric_evaluators:
+            return None
+        ctx, cache = self._context(model, step, None)
+        metrics: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for ev in self.metric_evaluators:
+            try:
+                metrics.update(ev.compute(ctx) or {})
+            except Exception as exc:  # noqa: BLE001 - one broken evaluator must not end training
+                errors[ev.name] = f"{type(exc).__name__}: {first_line(exc)}"
+                print(f"evaluator {ev.name!r} failed at step {step}: {errors[ev.name]}",
+                      file=sys.stderr, flush=True)
+        base: dict[str, Any] = {}
+        if "result" in cache:
+            h = cache["result"]
+            base = {"eval_loss": h["nll"] / max(h["tokens"], 1),
+                    "tokens": h["tokens"], "bytes": h["bytes"]}
+        fields = {k: v for k, v in {**base, **metrics}.items() if k not in RESERVED}
+        if errors:
+            fields["errors"] = errors
+        for key in ("perplexity", "bits_per_byte"):
+            value = fields.get(key)
+            if isinstance(value, (int, float)) and value < self.best.get(key, float("inf")):
+                self.best[key] = float(value)
+        return runs.append_event(self.run_dir, "eval", step=step, **fields)
+
+    def samples(self, model: Any, step: int, checkpoint: str) -> list[dict[str, Any]]:
+        """Run the ``samples`` evaluators; append and return one ``sample`` event per text."""
+        events = []
+        for ev in self.sample_evaluators:
+            ctx, _ = self._context(model, step, checkpoint)
+            try:
+                produced = ev.compute(ctx) or []
+            except Exception as exc:  # noqa: BLE001
+                msg = f"evaluator {ev.name!r} failed: {type(exc).__name__}: {first_line(exc)}"
+                print(msg, file=sys.stderr, flush=True)
+                runs.append_event(self.run_dir, "status", state="running", message=msg, step=step)
+                continue
+            for item in produced:
+                item = {k: v for k, v in item.items() if k not in RESERVED}
+                events.append(runs.append_event(
+                    self.run_dir, "sample", step=step, checkpoint=checkpoint, **item))
+        return events

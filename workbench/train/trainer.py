@@ -1,0 +1,187 @@
+"""Build the pieces of one training run: precision, model + LoRA, SFTConfig, SFTTrainer.
+
+Settings follow the hardware: fp32 on a CPU, bf16 where the GPU has it,
+fp16 on other GPUs, and no gradient checkpointing unless asked. TRL's own
+defaults (bf16 and gradient checkpointing on) cost more than 10x on a CPU,
+so both are always passed explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from workbench import runs
+from workbench.api import Backend
+from workbench.train import sources
+from workbench.train.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    """Where training runs and in which precision."""
+
+    cuda: bool
+    precision: str  # "fp32" | "fp16" | "bf16"
+
+    @property
+    def load_dtype(self) -> Any:
+        """The dtype the frozen base weights are loaded in: half only on a GPU."""
+        import torch
+
+        if self.cuda and self.precision == "bf16":
+            return torch.bfloat16
+        if self.cuda and self.precision == "fp16":
+            return torch.float16
+        return torch.float32
+
+    def autocast(self) -> Any:
+        """A context for forward passes outside the Trainer (evaluation, sampling)."""
+        import contextlib
+
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast("cuda" if self.cuda else "cpu", dtype=dtype)
+
+
+def choose_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
+    """``train.precision`` resolved: ``auto`` is fp32 on CPU, bf16 if supported, else fp16."""
+    if requested == "auto":
+        if not cuda:
+            return "fp32"
+        return "bf16" if bf16_supported else "fp16"
+    if requested == "fp16" and not cuda:
+        raise UserError("train.precision = 'fp16' needs a CUDA GPU", kind="config",
+                        hint="use 'auto' (fp32 on a CPU) or 'bf16'")
+    if requested == "bf16" and cuda and not bf16_supported:
+        raise UserError("train.precision = 'bf16': this GPU has no bf16 support", kind="config",
+                        hint="use 'auto' (fp16 on this GPU)")
+    return requested
+
+
+def detect_hardware(requested: str) -> Hardware:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    return Hardware(cuda=cuda, precision=choose_precision(requested, cuda, bf16))
+
+
+def load_model(backend: Backend, experiment: Any, hardware: Hardware) -> tuple[Any, Any]:
+    """The backend's base model and tokenizer, with a pad token set."""
+    source = experiment.model or backend.resolve_default_model()
+    settings = {"dtype": hardware.load_dtype, "device": "cuda" if hardware.cuda else "cpu",
+                "experiment": experiment}
+    print(f"loading {source} ({backend.name} backend, {hardware.precision}"
+          f"{' on cuda' if hardware.cuda else ' on cpu'})", flush=True)
+    if backend.load is not None:
+        model, tokenizer = backend.load(source, settings)
+    else:
+        model, tokenizer = sources.load_pretrained(sources.resolve_model(source), settings)
+    sources.prepare_tokenizer(tokenizer, model)
+    return model, tokenizer
+
+
+def attach_lora(model: Any, experiment: Any, backend: Backend) -> Any:
+    """Wrap ``model`` in a PEFT LoRA adapter on the experiment's (or backend's) target modules."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+    from transformers.pytorch_utils import Conv1D
+
+    targets = list(experiment.lora.target_modules or backend.target_modules)
+    leaves: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        leaves.setdefault(name.rsplit(".", 1)[-1], module)
+    missing = [t for t in targets if t not in leaves]
+    if missing:
+        linear = sorted(n for n, m in leaves.items()
+                        if type(m).__name__ in ("Linear", "Conv1D") and n)
+        raise UserError(
+            f"LoRA target module(s) {', '.join(missing)} not in the model; its linear layers: "
+            f"{', '.join(linear)}", kind="config",
+            hint="fix lora.target_modules, or leave it unset to use the backend's",
+        )
+    # GPT-2 style Conv1D layers store weights transposed (fan_in, fan_out).
+    conv1d = any(isinstance(m, Conv1D) for name, m in model.named_modules()
+                 if name.rsplit(".", 1)[-1] in targets)
+    config = LoraConfig(
+        r=experiment.lora.r, lora_alpha=experiment.lora.alpha,
+        lora_dropout=experiment.lora.dropout, target_modules=targets,
+        fan_in_fan_out=conv1d, bias="none", task_type="CAUSAL_LM",
+    )
+    set_seed(experiment.train.seed)  # the adapter's random init follows the run's seed
+    return get_peft_model(model, config)
+
+
+def sft_config(experiment: Any, run_dir: Path, hardware: Hardware) -> Any:
+    """The SFTConfig for an experiment, every hardware-sensitive default made explicit."""
+    from trl import SFTConfig
+
+    t = experiment.train
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    checkpointing = {"gradient_checkpointing": t.gradient_checkpointing}
+    if "activation_checkpointing" in names:  # transformers >= 5 renamed it
+        checkpointing["activation_checkpointing"] = t.gradient_checkpointing
+    return SFTConfig(
+        output_dir=str(run_dir / runs.CHECKPOINTS),
+        max_steps=t.steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps,
+        seed=t.seed,
+        logging_strategy="steps",
+        logging_steps=t.logging_every,
+        save_strategy="steps",
+        save_steps=t.save_every,
+        eval_strategy="no",  # evaluations run in our callback, on our held-out texts
+        bf16=hardware.precision == "bf16",
+        fp16=hardware.precision == "fp16",
+        use_cpu=not hardware.cuda,
+        report_to=list(t.report_to) or "none",
+        disable_tqdm=True,  # one plain line per log instead (see EventCallback)
+        dataloader_num_workers=0,
+        dataloader_pin_memory=hardware.cuda,
+        include_num_input_tokens_seen="non_padding",
+        max_length=t.max_length,
+        packing=False,
+        padding_free=False,
+        pad_to_multiple_of=None,  # pad each batch to its longest sequence only
+        dataset_text_field="text",
+        **checkpointing,
+    )
+
+
+def build_trainer(model: Any, tokenizer: Any, train_texts: list[str], args: Any,
+                  callbacks: list[Any]) -> Any:
+    """An SFTTrainer over ``train_texts`` with our callbacks and no console progress printer."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_dict({"text": train_texts}),
+        processing_class=tokenizer, callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    """The highest complete ``checkpoints/checkpoint-N`` (its trainer state was written last)."""
+    found = []
+    for path in (run_dir / runs.CHECKPOINTS).glob("checkpoint-*"):
+        suffix = path.name.rsplit("-", 1)[-1]
+        if suffix.isdigit() and (path / "trainer_state.json").is_file():
+            found.append((int(suffix), path))
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
