@@ -19,8 +19,7 @@ LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj",
 # GPT-2's attention and MLP both name their output projection c_proj: both are adapted.
 GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SAMPLE_TRAIN = Path(__file__).resolve().parents[1] / "workbench" / "data" / "greentext" / "train.jsonl"
-TINY_VERSION = "1"  # bump when build_tiny_model changes, so old caches are not reused
+TINY_VERSION = "2"  # bump when build_tiny_model changes, so old caches are not reused
 
 
 def smollm2_gguf_path() -> str:
@@ -41,12 +40,10 @@ def smollm2_gguf_path() -> str:
 
 
 def _sample_texts_file() -> Path:
-    """The bundled training texts, found in the source tree or the installed package."""
-    if SAMPLE_TRAIN.is_file():
-        return SAMPLE_TRAIN
-    spec = importlib.util.find_spec("workbench")
-    assert spec is not None and spec.origin
-    return Path(spec.origin).parent / "data" / "greentext" / "train.jsonl"
+    """The bundled training texts (package data of ``workbench``)."""
+    import workbench
+
+    return Path(workbench.__file__).parent / "data" / "greentext" / "train.jsonl"
 
 
 def tiny_model_dir() -> str:

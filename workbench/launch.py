@@ -105,13 +105,16 @@ def spawn(run_dir: Path, resume: bool = False, gpus: list[str] | None = None) ->
 
 
 def stop(run: Run) -> None:
-    """Ask a running run to stop: SIGTERM to its process group; it checkpoints and exits."""
+    """Ask a running run to stop: it checkpoints, writes ``stopped`` and exits."""
     status = run.refresh().status
     if status.get("state") != "running":
         raise LaunchError(f"{run.ref} is {run.state}, not running")
-    pgid = status.get("pgid") or status["pid"]  # the launcher leads the group of every rank
+    # One SIGTERM to the launcher (the session leader): the trainer itself for `python`,
+    # the agent for torchrun/accelerate, which forwards it once to every rank. Signalling
+    # the whole group would give ranks two, and a second SIGTERM means "stop now, no checkpoint".
+    leader = status.get("pgid") or status["pid"]
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        os.kill(leader, signal.SIGTERM)
     except ProcessLookupError:
         raise LaunchError(f"{run.ref}: its process is already gone") from None
     runs.write_status(run.path, stop_requested=time.time())

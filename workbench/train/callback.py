@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from workbench import runs
+from workbench.train import ranks
 from workbench.train.evaluation import Evaluations
 from workbench.train.signals import StopRequest
 
@@ -56,7 +56,7 @@ class EventCallback(TrainerCallback):
         self.session_seconds += elapsed
         self.session_tokens = state.num_input_tokens_seen - self.session_start_tokens
         step = state.global_step
-        if self.stop.requested:
+        if ranks.agree(self.stop.requested):
             self.stopped = True
             control.should_save = True
             control.should_training_stop = True
@@ -86,6 +86,8 @@ class EventCallback(TrainerCallback):
             self._evaluate(kwargs["model"], state.global_step)
 
     def _train_event(self, state: Any, logs: dict[str, Any]) -> None:
+        if not ranks.is_main():  # the logged loss is already averaged over every rank
+            return
         step = state.global_step
         tokens = state.num_input_tokens_seen - self.tokens_logged
         self.tokens_logged = state.num_input_tokens_seen
@@ -100,9 +102,9 @@ class EventCallback(TrainerCallback):
             import torch
 
             fields["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
-        runs.append_event(self.run_dir, "train", **fields)
-        runs.write_status(self.run_dir, step=step, max_steps=self.max_steps,
-                          tokens_per_s=fields["tokens_per_s"], loss=logs["loss"])
+        ranks.event(self.run_dir, "train", **fields)
+        ranks.status(self.run_dir, step=step, max_steps=self.max_steps,
+                     tokens_per_s=fields["tokens_per_s"], loss=logs["loss"])
         lr = fields["lr"]
         grad = fields["grad_norm"]
         print(f"step {step}/{self.max_steps}  loss {logs['loss']:.4f}"
@@ -111,6 +113,8 @@ class EventCallback(TrainerCallback):
               + f"  {rate:.0f} tok/s", flush=True)
 
     def _evaluate(self, model: Any, step: int) -> None:
+        if not ranks.is_main():  # other ranks wait for rank 0 at the next all-reduce
+            return
         event = self.evals.evaluate(model, step)
         if event is None:
             return
@@ -118,24 +122,26 @@ class EventCallback(TrainerCallback):
         print(eval_line(event), flush=True)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not ranks.is_main():
+            return
         step = state.global_step
         name = f"checkpoint-{step}"
         path = Path(args.output_dir) / name
-        runs.append_event(self.run_dir, "checkpoint", step=step,
-                          path=str(path.relative_to(self.run_dir)) if path.is_relative_to(
-                              self.run_dir) else str(path))
-        runs.write_status(self.run_dir, last_checkpoint=step)
+        ranks.event(self.run_dir, "checkpoint", step=step,
+                    path=str(path.relative_to(self.run_dir)) if path.is_relative_to(
+                        self.run_dir) else str(path))
+        ranks.status(self.run_dir, last_checkpoint=step)
         print(f"checkpoint {name}", flush=True)
         # Stopping: leave fast. Last step: the final samples follow right after training.
-        if not self.stopped and step < self.max_steps:
+        if not self.stopped and step < self.max_steps and ranks.is_main():
             self.evals.samples(kwargs["model"], step, name)
 
 
 def write_eval_status(run_dir: Path, evals: Evaluations, event: dict[str, Any]) -> None:
     """Put the latest evaluation and the best values so far in ``status.json``."""
     last = {k: v for k, v in event.items() if k not in ("type", "time")}
-    runs.write_status(run_dir, last_eval=last,
-                      **{f"best_{k}": v for k, v in evals.best.items()})
+    ranks.status(run_dir, last_eval=last,
+                 **{f"best_{k}": v for k, v in evals.best.items()})
 
 
 def eval_line(event: dict[str, Any]) -> str:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from workbench import runs
 from workbench.api import EvalContext, Evaluator
+from workbench.train import ranks
 from workbench.train.errors import first_line
 
 RESERVED = ("type", "time", "step", "checkpoint")  # event fields the engine owns
@@ -206,7 +206,7 @@ class Evaluations:
             value = fields.get(key)
             if isinstance(value, (int, float)) and value < self.best.get(key, float("inf")):
                 self.best[key] = float(value)
-        return runs.append_event(self.run_dir, "eval", step=step, **fields)
+        return ranks.event(self.run_dir, "eval", step=step, **fields)
 
     def samples(self, model: Any, step: int, checkpoint: str) -> list[dict[str, Any]]:
         """Run the ``samples`` evaluators; append and return one ``sample`` event per text."""
@@ -218,10 +218,10 @@ class Evaluations:
             except Exception as exc:  # noqa: BLE001
                 msg = f"evaluator {ev.name!r} failed: {type(exc).__name__}: {first_line(exc)}"
                 print(msg, file=sys.stderr, flush=True)
-                runs.append_event(self.run_dir, "status", state="running", message=msg, step=step)
+                ranks.event(self.run_dir, "status", state="running", message=msg, step=step)
                 continue
             for item in produced:
                 item = {k: v for k, v in item.items() if k not in RESERVED}
-                events.append(runs.append_event(
+                events.append(ranks.event(
                     self.run_dir, "sample", step=step, checkpoint=checkpoint, **item))
         return events

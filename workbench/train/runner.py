@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import runs
+from workbench.train import ranks
 from workbench.train.errors import UserError, describe
 from workbench.train.signals import Interrupted, StopRequest
 
@@ -30,34 +31,38 @@ def run(run_dir: Path, resume: bool = False, stop: StopRequest | None = None) ->
     now = time.time()
     config = runs.read_config(run_dir)
     max_steps = config.get("experiment", {}).get("train", {}).get("steps")
-    runs.write_status(
+    ranks.status(
         run_dir, state="running", pid=os.getpid(), pid_start=runs.process_start_time(os.getpid()),
         **({"resumed": now} if resume else {"started": now, "step": 0}), max_steps=max_steps,
         error=None, error_kind=None, hint=None, exit_code=None, ended=None,
+        world_size=ranks.world_size(),
     )
-    runs.append_event(run_dir, "status", state="running",
-                      message=f"{'resumed' if resume else 'started'} (pid {os.getpid()})")
+    ranks.event(run_dir, "status", state="running",
+                message=f"{'resumed' if resume else 'started'} (pid {os.getpid()})")
     session: Session | None = None
     try:
         session = Session(run_dir, config, stop)
-        state = session.train(resume)
-    except (Exception, KeyboardInterrupt, Interrupted) as exc:
-        traceback.print_exc()
-        if isinstance(exc, Interrupted):
-            _end(run_dir, session, "stopped", 0, message=str(exc))
-            return 0
+        session.train(resume)
+    except Interrupted as exc:
+        end_run(run_dir, session, "stopped", str(exc))
+    except (Exception, KeyboardInterrupt) as exc:
         failure = describe(exc)
-        print(f"failed: {failure.error}", file=sys.stderr, flush=True)
-        _end(run_dir, session, "failed", 1, message=failure.error, error=failure.error,
-             error_kind=failure.kind, hint=failure.hint)
+        if not isinstance(exc, UserError):  # a user's mistake gets its message, not a traceback
+            traceback.print_exc()
+        end_run(run_dir, session, "failed", failure.error, code=1, error=failure.error,
+                error_kind=failure.kind, hint=failure.hint)
         return 1
-    return 0 if state in ("finished", "stopped") else 1
+    return 0
 
 
-def _end(run_dir: Path, session: Session | None, state: str, code: int, message: str,
-         **fields: Any) -> None:
-    runs.write_status(run_dir, state=state, ended=time.time(), exit_code=code, **fields)
-    runs.append_event(run_dir, "status", state=state, message=message)
+def end_run(run_dir: Path, session: Session | None, state: str, message: str, code: int = 0,
+            **fields: Any) -> None:
+    """Write the final status and ``status`` event, then call the ``post_train`` hooks."""
+    ranks.status(run_dir, state=state, ended=time.time(), exit_code=code, **fields)
+    ranks.event(run_dir, "status", state=state, message=message,
+                **({"step": fields["step"]} if "step" in fields else {}))
+    print(f"{state}: {message}" + (f"\nhint: {fields['hint']}" if fields.get("hint") else ""),
+          file=sys.stderr if state == "failed" else sys.stdout, flush=True)
     if session is not None:
         session.post_train(state)
 
@@ -74,7 +79,6 @@ class Session:
         self.run_dir = run_dir
         self.stop = stop
         self.exp = Experiment.model_validate(config["experiment"])
-        self.registry: Any = None
         self.registry = self._load_plugins(config.get("plugins_dir"))
 
     def _load_plugins(self, plugins_dir: str | None) -> Any:
@@ -83,16 +87,17 @@ class Session:
         reg = load_plugins(plugins_dir)
         if reg.failures:
             problems = [f"{f.plugin}: {f.error}" for f in reg.failures]
-            runs.write_status(self.run_dir, plugin_failures=problems)
-            runs.append_event(self.run_dir, "status", state="running",
-                              message="some plugins failed to load: " + "; ".join(problems))
+            ranks.status(self.run_dir, plugin_failures=problems)
+            ranks.event(self.run_dir, "status", state="running",
+                        message="some plugins failed to load: " + "; ".join(problems))
             print("plugin failures:\n  " + "\n  ".join(problems), file=sys.stderr, flush=True)
         return reg
 
     def _lookup(self) -> tuple[Any, list[Any]]:
+        """The experiment's backend and evaluators, or a UserError naming what is unknown."""
         reg, exp = self.registry, self.exp
-        failed = f" (failed plugins: {', '.join(f.plugin for f in reg.failures)})" \
-            if reg.failures else ""
+        failed = (f" (failed plugins: {', '.join(f.plugin for f in reg.failures)})"
+                  if reg.failures else "")
         if exp.backend not in reg.backends:
             raise UserError(f"unknown backend {exp.backend!r}; known: "
                             f"{', '.join(sorted(reg.backends)) or 'none'}{failed}", kind="config")
@@ -103,8 +108,6 @@ class Session:
         return reg.backends[exp.backend], [reg.evaluators[e] for e in exp.evaluators]
 
     def post_train(self, state: str) -> None:
-        if self.registry is None:
-            return
         try:
             self.registry.pm.hook.post_train(experiment=self.exp, run_dir=str(self.run_dir),
                                              state=state)
@@ -112,26 +115,31 @@ class Session:
             print("post_train hook failed:", file=sys.stderr)
             traceback.print_exc()
 
-    def train(self, resume: bool) -> str:
-        """Train to the end (or to a stop request); return the final state."""
+    def _resume_point(self) -> Path:
+        """The latest checkpoint, announced with a ``resume`` event; a UserError if none."""
+        from workbench.train.trainer import latest_checkpoint
+
+        found = latest_checkpoint(self.run_dir)
+        if found is None:
+            raise UserError(f"nothing to resume: no checkpoint in {self.run_dir / runs.CHECKPOINTS}",
+                            hint="start a new run instead")
+        checkpoint, from_step = found
+        ranks.event(self.run_dir, "resume", from_step=from_step, checkpoint=checkpoint.name)
+        ranks.status(self.run_dir, step=from_step)
+        print(f"resuming from {checkpoint.name}", flush=True)
+        return checkpoint
+
+    def train(self, resume: bool) -> None:
+        """Train to the end (or to a stop request) and write the run's final state."""
         from workbench.train import data
         from workbench.train import trainer as build
-        from workbench.train.callback import EventCallback, eval_line, write_eval_status
+        from workbench.train.callback import EventCallback
         from workbench.train.evaluation import Evaluations
 
         _quiet_libraries()
         exp, run_dir = self.exp, self.run_dir
         backend, evaluators = self._lookup()
-        checkpoint = None
-        if resume:
-            found = build.latest_checkpoint(run_dir)
-            if found is None:
-                raise UserError(f"nothing to resume: no checkpoint in {run_dir / runs.CHECKPOINTS}",
-                                kind="error", hint="start a new run instead")
-            checkpoint, from_step = found
-            runs.append_event(run_dir, "resume", from_step=from_step, checkpoint=checkpoint.name)
-            runs.write_status(run_dir, step=from_step)
-            print(f"resuming from {checkpoint.name}", flush=True)
+        checkpoint = self._resume_point() if resume else None
 
         hardware = build.detect_hardware(exp.train.precision)
         train_texts, eval_texts = data.load_texts(exp.data)
@@ -147,46 +155,44 @@ class Session:
             evals.best = {k: status[f"best_{k}"] for k in ("perplexity", "bits_per_byte")
                           if isinstance(status.get(f"best_{k}"), (int, float))}
         callback = EventCallback(run_dir, exp, evals, self.stop, cuda=hardware.cuda)
-        args = build.sft_config(exp, run_dir, hardware)
-        sft = build.build_trainer(model, tokenizer, train_texts, args, [callback])
+        sft = build.build_trainer(model, tokenizer, train_texts,
+                                  build.sft_config(exp, run_dir, hardware), [callback])
         if self.stop.requested:  # asked to stop while loading: nothing trained, nothing to save
-            runs.write_status(run_dir, state="stopped", ended=time.time(), exit_code=0)
-            runs.append_event(run_dir, "status", state="stopped", message="stopped before training")
-            self.post_train("stopped")
-            return "stopped"
+            end_run(run_dir, self, "stopped", "stopped before training")
+            return
 
         t0 = time.time()
         sft.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        train_seconds = time.time() - t0
         step = sft.state.global_step
-        summary = {"step": step, "train_seconds": round(train_seconds, 2),
+        summary = {"step": step, "train_seconds": round(time.time() - t0, 2),
                    "tokens_per_s": round(callback.tokens_per_s, 1),
                    "tokens": sft.state.num_input_tokens_seen}
-
         if callback.stopped:
-            runs.write_status(run_dir, state="stopped", ended=time.time(), exit_code=0, **summary)
-            runs.append_event(run_dir, "status", state="stopped", step=step,
-                              message=f"stopped at step {step} with a checkpoint")
-            print(f"stopped at step {step}", flush=True)
-            self.post_train("stopped")
-            return "stopped"
+            end_run(run_dir, self, "stopped", f"stopped at step {step} with a checkpoint",
+                    **summary)
+            return
+        self._finish(sft.model, tokenizer, evals, summary)
 
+    def _finish(self, model: Any, tokenizer: Any, evals: Any, summary: dict[str, Any]) -> None:
+        """Save the adapter, evaluate and sample one last time, mark the run finished."""
+        from workbench.train.callback import eval_line, write_eval_status
+
+        run_dir, step = self.run_dir, summary["step"]
+        if not ranks.is_main():  # rank 0 saves, evaluates and reports for the whole run
+            return
         adapter = run_dir / runs.ADAPTER
-        sft.model.save_pretrained(adapter)
+        model.save_pretrained(adapter)
         tokenizer.save_pretrained(adapter)
-        final = evals.evaluate(sft.model, step)
+        final = evals.evaluate(model, step)
         if final is not None:
             write_eval_status(run_dir, evals, final)
             print(eval_line(final), flush=True)
-        evals.samples(sft.model, step, "final")
-        final_metrics = {k: v for k, v in (final or {}).items() if k not in ("type", "time")}
-        runs.write_status(run_dir, state="finished", ended=time.time(), exit_code=0,
-                          adapter=str(adapter), final=final_metrics, **summary)
-        runs.append_event(run_dir, "status", state="finished", step=step,
-                          message=f"finished {step} steps in {train_seconds:.0f}s")
-        print(f"finished: {step} steps, {callback.tokens_per_s:.0f} tok/s", flush=True)
-        self.post_train("finished")
-        return "finished"
+        evals.samples(model, step, "final")
+        metrics = {k: v for k, v in (final or {}).items() if k not in ("type", "time")}
+        end_run(run_dir, self, "finished",
+                f"{step} steps in {summary['train_seconds']:.0f}s, "
+                f"{summary['tokens_per_s']:.0f} tokens/s",
+                adapter=str(adapter), final=metrics, **summary)
 
 
 def _quiet_libraries() -> None:

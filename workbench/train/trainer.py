@@ -147,6 +147,9 @@ def sft_config(experiment: Any, run_dir: Path, hardware: Hardware) -> Any:
         report_to=list(t.report_to) or "none",
         disable_tqdm=True,  # one plain line per log instead (see EventCallback)
         dataloader_num_workers=0,
+        # LoRA freezes most parameters; DDP's unused-parameter search would walk the
+        # autograd graph every step to find them.
+        ddp_find_unused_parameters=False,
         dataloader_pin_memory=hardware.cuda,
         include_num_input_tokens_seen="non_padding",
         max_length=t.max_length,
