@@ -265,9 +265,17 @@ def one_thread():
 
 def test_gpt2_shaped_model_trains_with_conv1d_lora(tiny_gpt2_dir: Path, tmp_path: Path,
                                                    one_thread: None) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "broken.py").write_text("import not_a_module_anywhere\n")
     run_dir = new_run(tmp_path, tiny_gpt2_dir, "train.steps = 4", "train.eval_every = 2",
-                      "train.save_every = 100", backend="gpt2")
+                      "train.save_every = 100", backend="gpt2", plugins_dir=plugins)
     assert run_in_process(run_dir) == 0
+    status = runs.read_status(run_dir)
+    assert status["state"] == "finished"  # a broken plugin is reported, not fatal
+    assert status["plugin_failures"] == [
+        "broken: ModuleNotFoundError: No module named 'not_a_module_anywhere'"]
+    assert any("broken" in e["message"] for e in events(run_dir, "status"))
     assert [e["step"] for e in events(run_dir, "train")] == [1, 2, 3, 4]
     assert events(run_dir, "eval")[-1]["bits_per_byte"] > 0
     adapter_config = json.loads((run_dir / runs.ADAPTER / "adapter_config.json").read_text())
