@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,10 +139,12 @@ def ensure_scheduler(root: Path) -> None:
         return  # a scheduler holds the lock and will see the new entry
     probe.close()  # released: the scheduler we start takes it (a racing twin just exits)
     with open(root / LOG, "ab") as log:
-        subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "workbench.queue", str(root)], stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
         )
+    # Reap it when it exits, so a long-lived caller (the TUI, `run --follow`) keeps no zombie.
+    threading.Thread(target=proc.wait, daemon=True).start()
 
 
 def step(root: Path, gpus: list[str]) -> bool:
