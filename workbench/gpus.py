@@ -151,7 +151,8 @@ def short_name(name: str) -> str:
 Runner = Callable[[list[str]], str | None]
 
 
-def _run_nvidia_smi(cmd: list[str], timeout: float = 5.0) -> str | None:
+def run_nvidia_smi(cmd: list[str], timeout: float = 5.0) -> str | None:
+    """Run one nvidia-smi query; its output, or ``None`` when it is missing, fails or hangs."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.SubprocessError):
@@ -163,7 +164,7 @@ def available() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
-def query(run_pids: Mapping[int, str] | None = None, runner: Runner = _run_nvidia_smi,
+def query(run_pids: Mapping[int, str] | None = None, runner: Runner = run_nvidia_smi,
           reserved: Mapping[str, str] | None = None) -> list[Gpu]:
     """The GPUs now, with their processes mapped to runs; ``[]`` without nvidia-smi or GPUs."""
     text = runner(GPU_COMMAND)

@@ -29,6 +29,7 @@ from workbench import launch, runs
 from workbench.config import Config, ConfigError
 from workbench.messages import ConfigChanged, LogChanged, RunEvents, RunsChanged
 from workbench.schema import NAME_RE
+from workbench.tomlpos import with_line
 
 LOG_LINES = 200
 Stamp = tuple[int, int, int] | None
@@ -50,8 +51,8 @@ def load_config(path: Path, runs_dir: str | Path | None) -> tuple[Config | None,
     """Read the experiments file: ``(config, None, root)`` or ``(None, message, root)``."""
     try:
         cfg = config_mod.load(path)
-    except ConfigError as exc:
-        return None, str(exc), launch.runs_root(path, None, runs_dir)
+    except ConfigError as exc:  # name the line too: validation errors come with the key path only
+        return None, with_line(str(exc)), launch.runs_root(path, None, runs_dir)
     except Exception as exc:  # noqa: BLE001 - a bug in the loader must not kill the TUI
         return None, f"{path}: {type(exc).__name__}: {exc}", launch.runs_root(path, None, runs_dir)
     return cfg, None, launch.runs_root(path, cfg, runs_dir)

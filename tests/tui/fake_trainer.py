@@ -67,11 +67,12 @@ def main() -> int:
             best = ppl if best is None else min(best, ppl)
             runs.append_event(run_dir, "eval", step=step, eval_loss=loss, perplexity=ppl,
                               bits_per_byte=loss / math.log(2) / 4)
-        if step % save_every == 0 or stop["asked"]:
+        stopping = stop["asked"]  # read once: a signal between two reads would skip the checkpoint
+        if step % save_every == 0 or stopping:
             save(step)
         runs.write_status(run_dir, step=step, loss=loss, tokens_per_s=2048.0, best_perplexity=best,
                           best_bits_per_byte=None if best is None else math.log2(best) / 4)
-        if stop["asked"]:
+        if stopping:
             runs.write_status(run_dir, state="stopped", ended=time.time(), exit_code=0)
             runs.append_event(run_dir, "status", state="stopped", message=f"stopped at step {step}")
             print(f"stopped at step {step}", flush=True)

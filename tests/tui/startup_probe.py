@@ -1,6 +1,6 @@
 """Time from process start to the first painted frame with the experiments table filled.
 
-Usage: ``python tests/tui/startup_probe.py [--t0 EPOCH] [--headless] [workbench args...]``
+Usage: ``python tests/tui/startup_probe.py [--t0 EPOCH] [--headless] [--idle S] [--out FILE] [ARGS...]``
 
 It runs the real ``workbench`` command line (``workbench.cli.main``) and, once
 the main screen has filled the table and the next refresh has been drawn,
@@ -36,17 +36,37 @@ def main() -> int:
     headless = "--headless" in args
     if headless:
         args.remove("--headless")
+    out = None
+    if "--out" in args:  # in a real terminal stdout is the screen: write the figures here instead
+        i = args.index("--out")
+        out = args[i + 1]
+        del args[i:i + 2]
+    idle = 0.0
+    if "--idle" in args:  # then stay open this long and report the CPU it used meanwhile
+        i = args.index("--idle")
+        idle = float(args[i + 1])
+        del args[i:i + 2]
 
     from workbench import app as app_module
     from workbench import cli
 
     original = app_module.MainScreen.on_mount
     result: list[tuple[float, int]] = []
+    idle_cpu: list[float] = []
 
     def on_mount(screen) -> None:
         def painted() -> None:
             result.append((time.time() - t0, screen.table.row_count))
-            screen.app.exit()
+            if not idle:
+                screen.app.exit()
+                return
+            cpu_at_paint = time.process_time()
+
+            def idle_done() -> None:
+                idle_cpu.append(time.process_time() - cpu_at_paint)
+                screen.app.exit()
+
+            screen.set_timer(idle, idle_done)
 
         screen.call_after_refresh(painted)  # before the screen's own after-refresh work
         original(screen)
@@ -56,8 +76,13 @@ def main() -> int:
         original_run = app_module.WorkbenchApp.run
         app_module.WorkbenchApp.run = lambda self, **kw: original_run(self, headless=True, **kw)
     code = cli.main(args)
-    for elapsed, rows in result:
-        print(f"first paint with {rows} experiments after {elapsed:.3f}s")
+    lines = [f"first paint with {rows} experiments after {elapsed:.3f}s" for elapsed, rows in result]
+    lines += [f"cpu while idle for {idle:g}s after the first paint: {cpu:.3f}s" for cpu in idle_cpu]
+    if out:
+        with open(out, "a") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+    else:
+        print("\n".join(lines))
     return code if result else 1
 
 

@@ -48,8 +48,7 @@ async def test_selecting_shows_config_diff_and_history(workspace) -> None:
     app = workspace.app(clock=lambda: NOW)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
-        await pilot.press("down")  # beta
-        assert app.main.current == "beta"
+        assert app.main.current == "beta"  # the cursor starts on the experiment with the newest run
         text = screen_text(app)
         assert "description = \"alpha with LoRA r=8" in text
         await pilot.press("2")  # diff tab
@@ -133,8 +132,9 @@ async def test_samples_and_log_tabs(workspace) -> None:
 
 
 async def test_failed_run_shows_error_hint_and_log_tail(workspace) -> None:
-    run_dir = workspace.make_run("alpha", "failed", steps=8, error="CUDA out of memory. Tried to allocate 2 GiB",
-                                 error_kind="oom", hint="lower train.batch_size or max_length")
+    run_dir = workspace.make_run("alpha", "failed", steps=8, error_kind="oom",
+                                 error="CUDA out of memory. Tried to allocate 2 GiB",
+                                 hint="lower train.batch_size or max_length")
     (run_dir / runs.LOG).write_text("loading\nTraceback (most recent call last):\n"
                                     "torch.OutOfMemoryError: CUDA out of memory\n")
     app = workspace.app(clock=lambda: NOW)
@@ -214,3 +214,17 @@ async def test_no_gpus_no_bar(workspace) -> None:
         await ready(pilot)
         await pilot.pause(0.3)
         assert "GPU" not in screen_text(app).splitlines()[0]
+
+
+async def test_chart_refills_when_a_run_is_shown_again(workspace) -> None:
+    run_dir = workspace.make_run("alpha", "finished", steps=30)
+    app = workspace.app(poll_interval=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        loss = chart(app, "loss")
+        await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 30, what="30 points")
+        # what a table rebuild does: the cursor passes another row and comes back, between two polls
+        app.follow([], None)
+        app.follow([run_dir], run_dir)
+        app.main.refresh_charts()
+        await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 30, what="refilled")

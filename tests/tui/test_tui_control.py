@@ -43,7 +43,7 @@ async def test_launch_runs_detached_and_charts_follow(workspace) -> None:
         await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=30, what="finished")
         loss = app.main.query_one("#loss-chart", MetricChart)
         await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 40, what="40 points")
-        assert "started alpha#1" in notices(app)
+        assert "queued alpha#1" in notices(app)
         status = runs.read_status(workspace.root / "alpha" / "1")
         assert status["pid"] != os.getpid()
         assert os.getsid(0) != status["pid"]  # its own session: it outlives this terminal
@@ -106,7 +106,8 @@ async def test_stop_refused_when_not_running(workspace) -> None:
 
 
 async def test_stop_then_resume_a_real_run(workspace, monkeypatch) -> None:
-    monkeypatch.setenv("FAKE_STEP_S", "0.1")
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")
+    workspace.toml.write_text(workspace.toml.read_text().replace("steps = 40", "steps = 200"))
     app = workspace.app()
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
@@ -118,13 +119,13 @@ async def test_stop_then_resume_a_real_run(workspace, monkeypatch) -> None:
         await until(pilot, lambda: state_of(app, "alpha") == "stopped", timeout=10, what="stopped")
         stopped_at = runs.read_status(run_dir)["step"]
         assert "stopped at step" in screen_text(app)
-        monkeypatch.setenv("FAKE_STEP_S", "0.01")
+        monkeypatch.setenv("FAKE_STEP_S", "0.002")
         await pilot.press("u")
-        await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=30, what="resumed, finished")
+        await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=40, what="resumed, finished")
         loss = app.main.query_one("#loss-chart", MetricChart)
-        await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 40, what="40 points")
+        await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 200, what="200 points")
         steps = [s for s, _ in loss.curves[0].points]
-        assert steps == list(range(1, 41))  # no step twice, none missing
+        assert steps == list(range(1, 201))  # no step twice, none missing
         assert any(e["type"] == "resume" and e["from_step"] == stopped_at
                    for e in runs.read_events(run_dir))
 
@@ -225,8 +226,8 @@ async def test_bad_toml_then_fixed(workspace) -> None:
         assert "fix the experiments file first" in notices(app)
         # an unknown key names the key path and a suggestion
         workspace.toml.write_text(good.replace('lora.r = 8', 'lora.rr = 8'))
-        await until(pilot, lambda: "experiments.beta.lora.rr: unknown key (did you mean 'r'?)"
-                    in notices(app), what="key error")
+        await until(pilot, lambda: f"experiments.toml:{line}: experiments.beta.lora.rr: unknown key "
+                    "(did you mean 'r'?)" in notices(app), what="key error with its line")
         assert "experiments.beta.lora.rr" in screen_text(app)
         workspace.toml.write_text(good)
         table = app.main.query_one(ExperimentsTable)

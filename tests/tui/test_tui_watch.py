@@ -110,3 +110,20 @@ def test_poll_cost_stays_small_with_many_finished_runs(tmp_path, count) -> None:
     start = time.perf_counter()
     assert watcher.poll() == []
     assert time.perf_counter() - start < 0.5  # stats only: about 2k stats on this machine
+
+
+def test_key_errors_name_their_line(tmp_path) -> None:
+    from workbench.tomlpos import locate, with_line
+
+    text = ('[defaults]\nbackend = "x"\n\n[defaults.lora]\nr = 4\n\n[experiments.a]\nlora.rank = 8\n'
+            '[experiments.b]\nmatrix = { "lora.r" = [4, 8] }\n')
+    assert locate(text, "experiments.a.lora.rank") == 8
+    assert locate(text, "defaults.lora.r") == 5
+    assert locate(text, "experiments.b.matrix.lora.r") == 10  # inside an inline table: its line
+    assert locate(text, "nowhere.at.all") is None
+    path = tmp_path / "experiments.toml"
+    path.write_text(text)
+    assert with_line(f"{path}: experiments.a.lora.rank: unknown key") == \
+        f"{path}:8: experiments.a.lora.rank: unknown key"
+    syntax = f"{path}:3:1: invalid TOML: Invalid value"
+    assert with_line(syntax) == syntax

@@ -34,17 +34,23 @@ STATES = (
 
 
 def bindings_table(groups: list[tuple[str, list[Binding]]]) -> Table:
+    """Key, name and what it does (the command palette's help text) for each binding."""
+    from workbench.commands import ACTIONS
+
+    details = {action.removeprefix("app."): help_text.rsplit(" (", 1)[0] for _, help_text, action in ACTIONS}
+    details.update(escape="close the filter, or go back to the latest run", command_palette="every action, "
+                   "searchable; also \"show NAME\" to jump to an experiment")
     table = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
     table.add_column(style="bold cyan", no_wrap=True)
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(style="dim")
     for title, bindings in groups:
-        table.add_row(Text(title, style="bold underline"), "")
+        table.add_row(Text(title, style="bold underline"), "", "")
         for binding in bindings:
             if not binding.description:
                 continue
-            key = binding.key_display or {"question_mark": "?", "slash": "/", "space": "space"}.get(
-                binding.key, binding.key)
-            table.add_row(key, binding.description)
+            key = binding.key_display or {"question_mark": "?", "slash": "/"}.get(binding.key, binding.key)
+            table.add_row(key, binding.description, details.get(binding.action, ""))
     return table
 
 

@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.widget import MountError
 from textual.widgets import DataTable, Footer, Input, Static
 
 from workbench import config as config_mod
@@ -86,15 +87,18 @@ class MainScreen(Screen):
         self.refresh_title()
         self.refresh_config_error()
         self.refresh_table()
+        latest = self.most_recent_experiment()
+        if latest is not None:
+            self.table.select(latest)  # re-attaching: start where the action is
         self.call_after_refresh(self._first_draw)
 
     async def _first_draw(self) -> None:
         from workbench.widgets.run_panel import RunPanel  # charts load after the first frame
 
-        slot = self.query_one("#run-slot", Vertical)
-        if self.app._exit or not slot.is_attached:  # closed before the first frame settled
+        try:
+            await self.query_one("#run-slot", Vertical).mount(RunPanel(id="run"))
+        except MountError:  # the app closed before its first frame settled
             return
-        await slot.mount(RunPanel(id="run"))
         self.call_after_refresh(self._panel_ready)
 
     def _panel_ready(self) -> None:
@@ -120,6 +124,19 @@ class MainScreen(Screen):
                     return run
             self.pinned = None
         return runs[-1] if runs else None
+
+    def most_recent_experiment(self) -> str | None:
+        """The experiment whose running run started last, else whose run is newest (``None``: no runs)."""
+
+        def started(run: Run) -> float:
+            st = run.status
+            return st.get("started") or st.get("launched") or st.get("created") or 0.0
+
+        latest = [runs[-1] for runs in self.wb.runs_by_exp.values() if runs]
+        if not latest:
+            return None
+        running = [r for r in latest if r.state == "running"]
+        return max(running or latest, key=started).experiment
 
     def overlay_runs(self, focused: Run | None) -> list[Run]:
         """Latest runs of the marked experiments (when overlay is on), besides the focused one."""
@@ -148,9 +165,11 @@ class MainScreen(Screen):
         title.append(f" — {wb.config_path.name}")
         if wb.config is not None and self.size.width >= 110:
             title.append(f" · {len(wb.config.experiments)} experiments", style="dim")
-        active = sum(1 for runs in wb.runs_by_exp.values() for r in runs if r.state in ("running", "queued"))
-        if active:
-            title.append(f" · {active} running", style="green")
+        states = [r.state for runs in wb.runs_by_exp.values() for r in runs]
+        if states.count("running"):
+            title.append(f" · {states.count('running')} running", style="green")
+        if states.count("queued"):
+            title.append(f" · {states.count('queued')} queued", style="dim")
         self.query_one("#app-title", Static).update(title)
 
     def refresh_config_error(self) -> None:
@@ -175,13 +194,14 @@ class MainScreen(Screen):
             exp = cfg.experiments.get(name) if cfg else None
             runs = wb.runs_by_exp.get(name, [])
             st = runs[-1].status if runs else None
+            position = wb.queue_positions.get(runs[-1].path) if runs else None
             rows.append(ExperimentRow(
                 name=name,
                 backend=exp.backend if exp else "-",
                 model=wb.model_label(exp) if exp else "-",
                 r=str(exp.lora.r) if exp else "-",
-                state=state_badge(st, short=self.table.size.width < 44,
-                                  position=wb.queue_positions.get(runs[-1].path) if runs else None),
+                state=state_badge(st, position=position),
+                state_short=state_badge(st, short=True, position=position),
                 ppl=num((st or {}).get("best_perplexity")),
                 bpb=num((st or {}).get("best_bits_per_byte"), ".3f"),
                 in_config=exp is not None,
@@ -295,7 +315,7 @@ class MainScreen(Screen):
                                "warning")
                 return
             names = [self.current]
-        self.wb.launch(names)
+        self.wb.start_runs(names)
 
     def action_stop(self) -> None:
         """Stop the shown run (or take it out of the queue), after asking."""
@@ -309,7 +329,7 @@ class MainScreen(Screen):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.wb.stop(run)
+                self.wb.stop_run(run)
 
         if run.state == "queued":
             question = ConfirmScreen(f"Take {run.ref} out of the queue?",
@@ -327,7 +347,7 @@ class MainScreen(Screen):
             what = f"{run.ref} is {run.state}" if run else f"{self.current or 'nothing'} has no run"
             self.wb.notice(f"{what}: only a stopped or failed run can be resumed", "warning")
             return
-        self.wb.resume(run)
+        self.wb.resume_run(run)
 
     def action_mark(self) -> None:
         """Mark (or unmark) the experiment under the cursor, then move down."""
@@ -404,9 +424,6 @@ class MainScreen(Screen):
     def on_unmount(self) -> None:
         self.ready = False
 
-    def on_resize(self) -> None:
-        # column choice and badge length depend on the table's new width, known after layout
-        self.call_after_refresh(self.refresh_table)
 
     def config_updated(self) -> None:
         self.refresh_title()

@@ -34,9 +34,10 @@ def registry_view(reg: Registry | None, base: Path | None = None) -> Group | Tex
     """Backends, evaluators and launchers with provenance, then failures in red."""
     if reg is None:
         return Text("loading plugins…", style="dim")
-    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for header in ("kind", "name", "plugin", "from", "default model / description"):
-        table.add_column(header)
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", expand=True)
+    for header in ("kind", "name", "plugin", "from"):
+        table.add_column(header, no_wrap=True, overflow="ellipsis")
+    table.add_column("default model / description", no_wrap=True, overflow="ellipsis", ratio=1)
     for kind in ("backends", "evaluators", "launchers"):
         for name, item in sorted(getattr(reg, kind).items()):
             origin = reg.origin(kind, name)

@@ -27,6 +27,7 @@ COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
 )
 MARK = "◆"
 NAME_MIN = 12  # a long experiment name is cut to this before the state column goes
+NARROW = 44  # below this width the state column shows short badges
 NAME_PRIORITY = 4  # the name grows to full length before columns of this priority join
 
 
@@ -43,12 +44,15 @@ class ExperimentRow:
     bpb: str
     in_config: bool = True
     marked: bool = False
+    state_short: Text | None = None  # the badge for a narrow table (``● 212`` for ``● 212/500``)
 
-    def cell(self, key: str) -> str | Text:
+    def cell(self, key: str, narrow: bool = False) -> str | Text:
         if key == "mark":
             return Text(MARK, style="bold cyan") if self.marked else Text(" ")
         if key == "name":
             return Text(self.name) if self.in_config else Text(self.name, style="dim italic")
+        if key == "state" and narrow and self.state_short is not None:
+            return self.state_short
         value = getattr(self, key)
         if key in ("r", "ppl", "bpb") and isinstance(value, str):
             return Text(value, justify="right")
@@ -63,8 +67,8 @@ def shorten(name: str, width: int | None) -> str:
     return f"{name[:head]}…{name[-(width - 1 - head):]}"
 
 
-def _width(row: ExperimentRow, key: str) -> int:
-    cell = row.cell(key)
+def _width(row: ExperimentRow, key: str, narrow: bool = False) -> int:
+    cell = row.cell(key, narrow)
     return cell.cell_len if isinstance(cell, Text) else len(cell)
 
 
@@ -102,27 +106,33 @@ class ExperimentsTable(DataTable):
         if same_shape:
             for old, new in zip(self._rows, rows, strict=True):
                 if old != new:
-                    for key, _ in layout:
-                        if old.cell(key) != new.cell(key):
+                    for key in self.columns_shown:
+                        if old.cell(key, self.narrow) != new.cell(key, self.narrow):
                             self.update_cell(new.name, key, self._cell(new, key), update_width=True)
             self._rows = rows
             return
         current = self.current
         self._rows = rows
         self._layout = layout
-        self.clear(columns=True)
-        widths = dict(layout)
-        for key, header, _, right in COLUMNS:
-            if key in widths:
-                label = Text(header, justify="right") if right else header
-                self.add_column(label, key=key, width=widths[key])
-        for row in rows:
-            self.add_row(*(self._cell(row, k) for k, _ in layout), key=row.name)
+        # Rebuilding passes the cursor over other rows: say nothing until it is back in place.
+        with self.prevent(DataTable.RowHighlighted):
+            self.clear(columns=True)
+            widths = dict(layout)
+            for key, header, _, right in COLUMNS:  # ("narrow" in the layout is not a column)
+                if key in widths:
+                    label = Text(header, justify="right") if right else header
+                    self.add_column(label, key=key, width=widths[key])
+            for row in rows:
+                self.add_row(*(self._cell(row, k) for k in self.columns_shown), key=row.name)
         if current in self.names():
             self.move_cursor(row=self.names().index(current), animate=False)
 
+    @property
+    def narrow(self) -> bool:
+        return 0 < self.size.width < NARROW
+
     def _cell(self, row: ExperimentRow, key: str) -> str | Text:
-        cell = row.cell(key)
+        cell = row.cell(key, self.narrow)
         if key == "name" and isinstance(cell, Text):
             width = dict(self._layout).get("name")
             short = shorten(row.name, width)
@@ -132,7 +142,7 @@ class ExperimentsTable(DataTable):
 
     @property
     def columns_shown(self) -> tuple[str, ...]:
-        return tuple(key for key, _ in self._layout)
+        return tuple(key for key, _ in self._layout if key != "narrow")
 
     def _fit_columns(self, rows: list[ExperimentRow], width: int) -> tuple[tuple[str, int | None], ...]:
         """``(column, width)`` pairs that fit in ``width`` cells.
@@ -142,7 +152,9 @@ class ExperimentsTable(DataTable):
         each while it fits.
         """
         pad = 2 * self.cell_padding
-        need = {key: max([len(header)] + [_width(r, key) for r in rows]) for key, header, _, _ in COLUMNS}
+        narrow = 0 < width < NARROW
+        need = {key: max([len(header)] + [_width(r, key, narrow) for r in rows])
+                for key, header, _, _ in COLUMNS}
         room = width - 2  # scrollbar gutter slack
         name_width = min(need["name"], NAME_MIN)
         used = need["mark"] + need["state"] + name_width + 3 * pad
@@ -155,7 +167,8 @@ class ExperimentsTable(DataTable):
             if key not in keep and used + need[key] + pad <= room:
                 keep.add(key)
                 used += need[key] + pad
-        return tuple((key, name_width if key == "name" else None) for key, *_ in COLUMNS if key in keep)
+        layout = tuple((key, name_width if key == "name" else None) for key, *_ in COLUMNS if key in keep)
+        return layout + ((("narrow", None),) if narrow else ())
 
     def on_resize(self, event: events.Resize) -> None:
         if self._rows and self._fit_columns(self._rows, event.size.width) != self._layout:

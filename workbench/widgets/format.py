@@ -9,11 +9,19 @@ from rich.text import Text
 
 from workbench.cli import fmt_duration, fmt_rate
 
-__all__ = ["age", "compact", "fmt_duration", "fmt_rate", "log_ticks", "nice_ticks", "num", "state_badge"]
+__all__ = ["age", "compact", "fmt_duration", "fmt_rate", "log_ticks", "nice_ticks", "num", "state_badge",
+           "stopping"]
 
 # Short reasons for a failed run, by the error_kind the trainer (or read_status) writes.
 FAIL_REASONS = {"vanished": "vanished", "oom": "OOM", "config": "config", "plugin": "plugin",
                 "data": "data", "model": "model"}
+
+
+def stopping(status: dict[str, Any]) -> bool:
+    """A stop was asked of the current process (a resumed run keeps an older request's time)."""
+    asked = status.get("stop_requested")
+    launched = status.get("launched") or 0
+    return status.get("state") == "running" and isinstance(asked, (int, float)) and asked >= launched
 
 
 def state_badge(status: dict[str, Any] | None, short: bool = False, position: int | None = None) -> Text:
@@ -27,7 +35,7 @@ def state_badge(status: dict[str, Any] | None, short: bool = False, position: in
     if state == "running":
         step, total = status.get("step") or 0, status.get("max_steps")
         label = f"● {step}/{total}" if total and not short else f"● {step}"
-        if status.get("stop_requested"):
+        if stopping(status):
             label = f"◐ stopping {step}" if not short else "◐ stopping"
         return Text(label, style="bold green")
     if state == "finished":

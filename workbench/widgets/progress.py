@@ -74,6 +74,8 @@ class RunProgress(Widget):
         return "  ".join(parts)
 
     def render(self) -> Text:
+        if self.progress == Progress():
+            return Text("")  # no run: nothing to measure
         label = self.describe()
         width = max(self.size.width - len(label) - 1, 4)
         color = {"running": "green", "finished": "green", "failed": "red",

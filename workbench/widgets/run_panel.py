@@ -19,7 +19,7 @@ from workbench.runs import Run
 from workbench.series import RunSeries
 from workbench.widgets.charts import PALETTE, Curve, Legend, MetricChart
 from workbench.widgets.details import DetailText, RunHistory, samples_text
-from workbench.widgets.format import num, state_badge
+from workbench.widgets.format import num, state_badge, stopping
 from workbench.widgets.progress import Progress, RunProgress
 
 TABS = ("config", "diff", "runs", "samples", "log")
@@ -45,7 +45,7 @@ def banner_text(run: Run, log_tail: list[str]) -> Text | None:
     elif state == "stopped":
         text.append(f"■ stopped at step {st.get('step') or 0}: u resumes from its last checkpoint",
                     style="yellow")
-    elif state == "running" and st.get("stop_requested"):
+    elif stopping(st):
         text.append("◐ stopping: the run saves a checkpoint, then exits", style="yellow")
     for failure in st.get("plugin_failures") or []:
         if text:
@@ -126,6 +126,10 @@ class RunPanel(Vertical):
 
     def show_curves(self, shown: list[tuple[Run, RunSeries | None]]) -> None:
         """Charts (one curve per run, first is the focused run), legend and latest samples."""
+        with self.app.batch_update():  # both charts, legend and samples land in one frame
+            self._show_curves(shown)
+
+    def _show_curves(self, shown: list[tuple[Run, RunSeries | None]]) -> None:
         loss, ppl, labels = [], [], []
         for i, (run, series) in enumerate(shown):
             color = PALETTE[i % len(PALETTE)]

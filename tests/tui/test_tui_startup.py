@@ -1,0 +1,42 @@
+"""`workbench` with no arguments paints the experiments table quickly (a regression guard).
+
+The figure reported for the issue was measured with ``startup_probe.py`` in a
+real terminal (tmux); this test runs the same probe headless, with a bound
+loose enough for a busy CI machine yet far below what importing torch costs.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+from helpers import HERE
+
+BOUND_S = 2.0
+
+
+def test_first_paint_with_experiments_is_fast(workspace) -> None:
+    workspace.make_run("alpha", "finished", steps=40)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, str(HERE / "startup_probe.py"), "--t0", repr(t0), "--headless"],
+                          capture_output=True, text=True, timeout=60, cwd=workspace.path)
+    found = re.search(r"first paint with (\d+) experiments after ([\d.]+)s", proc.stdout)
+    assert found, proc.stdout + proc.stderr[-2000:]
+    rows, elapsed = int(found.group(1)), float(found.group(2))
+    print(f"first paint: {elapsed:.3f}s")
+    assert rows == 4
+    assert elapsed < BOUND_S
+
+
+def test_idle_app_costs_almost_nothing(workspace) -> None:
+    """Nothing changing on disk means no work: no redraw loop, no re-reading (was a layout loop once)."""
+    workspace.make_run("alpha", "finished", steps=40)
+    proc = subprocess.run([sys.executable, str(HERE / "startup_probe.py"), "--headless", "--idle", "3"],
+                          capture_output=True, text=True, timeout=60, cwd=workspace.path)
+    found = re.search(r"cpu while idle for 3s after the first paint: ([\d.]+)s", proc.stdout)
+    assert found, proc.stdout + proc.stderr[-2000:]
+    cpu = float(found.group(1))
+    print(f"idle cpu: {cpu:.3f}s in 3s")
+    assert cpu < 0.6  # the panel's first draw and plugin loading land in this window too
