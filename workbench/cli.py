@@ -320,7 +320,7 @@ def format_event(event: dict[str, Any], max_steps: Any = None) -> str | None:
 # --- argument parsing -----------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="PATH",
                         help="experiments file (default: ./experiments.toml)")
@@ -376,15 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="check experiments.toml and exit")
     p.set_defaults(func=cmd_validate)
 
-    from workbench import compare, report, results  # results, report, compare: their own modules
+    if with_extras:
+        from workbench import compare, report, results  # results, report, compare: their own modules
 
-    for module in (results, report, compare):
-        module.add_parser(sub, common)
+        for module in (results, report, compare):
+            module.add_parser(sub, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # Plain `workbench` opens the TUI: skip importing the results/report/compare commands
+    # (~60 ms of its start-up) when no subcommand or help was asked for.
+    valued = ("-c", "--config", "--runs-dir", "--plugins-dir")
+    words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in valued)]
+    opens_tui = not words and not any(a in ("-h", "--help") for a in argv)
+    parser = build_parser(with_extras=not opens_tui)
     args = parser.parse_args(argv)
     for key, default in (("config", config.DEFAULT_CONFIG), ("runs_dir", None), ("plugins_dir", None)):
         if not hasattr(args, key):
@@ -394,7 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(ctx)
     except (ConfigError, RunError) as exc:
-        print(f"workbench: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if isinstance(exc, ConfigError):
+            from workbench.tomlpos import with_line
+
+            message = with_line(message)  # "file:LINE: key.path: ..." where the key is found
+        print(f"workbench: error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
 

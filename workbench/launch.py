@@ -98,6 +98,7 @@ def spawn(run_dir: Path, resume: bool = False, gpus: list[str] | None = None) ->
         run_dir, only_if=("queued", "stopped", "failed"), state="running", pid=proc.pid,
         pid_start=runs.process_start_time(proc.pid), pgid=proc.pid, launched=time.time(), gpus=gpus or [],
         error=None, error_kind=None, hint=None, exit_code=None, ended=None, resume_on_start=None,
+        stop_requested=None,
     )
     # Reap the child when it ends, so a long-lived parent (the TUI) keeps no zombies.
     threading.Thread(target=proc.wait, daemon=True).start()
