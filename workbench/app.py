@@ -34,10 +34,11 @@ from workbench.messages import (
     LogChanged,
     Notice,
     PluginsLoaded,
+    ReportWritten,
     RunEvents,
     RunsChanged,
 )
-from workbench.runs import Run, RunError
+from workbench.runs import Run, RunError, read_config
 from workbench.screens.main import MainScreen
 from workbench.series import RunSeries
 from workbench.watch import Watcher, load_config, stamp
@@ -74,6 +75,7 @@ class WorkbenchApp(App[int]):
         gpu_interval: float = 2.0,
         gpu_runner: gpus_mod.Runner | None = None,
         clock: Callable[[], float] = time.time,
+        generation_env: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.config_path = Path(config_path)
@@ -83,6 +85,9 @@ class WorkbenchApp(App[int]):
         self.gpu_interval = gpu_interval
         self.gpu_runner = gpu_runner
         self.clock = clock
+        self.generation_env = generation_env
+        self._generation: Any = None  # the GenerationClient, started on the first generate
+        self._generation_lock = threading.Lock()
         # Read the file before the first frame: the table is filled on first paint.
         first_stamp = stamp(self.config_path)
         self.config, self.config_error, self.root = load_config(self.config_path, runs_dir)
@@ -129,6 +134,27 @@ class WorkbenchApp(App[int]):
     def on_unmount(self) -> None:
         self._stopping.set()
         self._kick.set()
+        self.close_generation()
+
+    def generation_client(self) -> Any:
+        """The one generation client of the app, created on first use (its worker starts lazily too).
+
+        It stays warm between prompts and screens, so a base model loads once per
+        app; it goes away with the app (:meth:`close_generation` on unmount).
+        """
+        from workbench.generate.client import GenerationClient
+
+        with self._generation_lock:
+            if self._generation is None:
+                self._generation = GenerationClient(env=self.generation_env)
+            return self._generation
+
+    def close_generation(self) -> None:
+        """Stop the generation worker process, if one was started."""
+        with self._generation_lock:
+            client, self._generation = self._generation, None
+        if client is not None:
+            client.close()
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
         """Stop the watchers at once (runs are untouched: they are other processes)."""
@@ -320,6 +346,11 @@ class WorkbenchApp(App[int]):
     def on_runs_changed(self, message: RunsChanged) -> None:
         self._apply_runs(message.runs)
         self._on_main(self.main.runs_updated)
+        if self.screen is not self.main and hasattr(self.screen, "runs_updated"):
+            try:
+                self.screen.runs_updated()  # the results screen: new numbers, never stale
+            except NoMatches:  # not composed yet: it reads the runs when it mounts
+                pass
 
     def _apply_runs(self, found: dict[str, list[Run]]) -> None:
         self.runs_by_exp = found
@@ -372,6 +403,12 @@ class WorkbenchApp(App[int]):
     def on_notice(self, message: Notice) -> None:
         self.notice(message.text, message.severity, message.title)
 
+    def on_report_written(self, message: ReportWritten) -> None:
+        if message.path is not None:
+            self.notice(f"wrote {message.path}", title="report")
+        else:
+            self.notice(f"the report failed: {message.error}", "error", title="report")
+
     def log_tail(self, path: Path) -> list[str]:
         """The latest ``train.log`` lines read for ``path`` (only the shown run's are kept)."""
         return self._log[1] if self._log[0] == path else []
@@ -393,11 +430,57 @@ class WorkbenchApp(App[int]):
     # --- actions ---------------------------------------------------------------------------
 
     def action_help(self) -> None:
+        from workbench.screens.compare import CompareScreen
         from workbench.screens.help import HelpScreen
+        from workbench.screens.results import ResultsScreen
 
         groups = [("runs", [b for b in MainScreen.BINDINGS if isinstance(b, Binding)]),
-                  ("anywhere", [*self.BINDINGS, Binding("ctrl+p", "command_palette", "command palette")])]
+                  ("anywhere", [*self.BINDINGS, Binding("ctrl+p", "command_palette", "command palette")]),
+                  ("compare", [b for b in CompareScreen.BINDINGS if isinstance(b, Binding) and b.show]),
+                  ("results", [b for b in ResultsScreen.BINDINGS if isinstance(b, Binding)][:4])]
         self.push_screen(HelpScreen(groups))  # type: ignore[arg-type]
+
+    def action_compare(self) -> None:
+        """Open the compare screen on the marked experiments' latest runs (else the selected one's)."""
+        from workbench.screens.compare import CompareScreen, default_sampling
+        from workbench.widgets.gen_pane import PaneSource
+
+        if isinstance(self.screen, CompareScreen):
+            return
+        from workbench.generate.client import checkpoints
+
+        names = [n for n in self.main.table.names() if n in self.main.marks] if self.main.ready else []
+        if not names and self.main.current:
+            names = [self.main.current]
+        chosen = []
+        for name in names:
+            done = [r for r in self.runs_by_exp.get(name, []) if checkpoints(r.path)]
+            if done:
+                chosen.append(done[-1])
+        sources = [PaneSource.for_run(run) for run in chosen[:4]]
+        if len(sources) == 1:  # before and after: the run's untuned base next to it
+            from workbench.compare import base_spec
+
+            try:
+                sources.insert(0, PaneSource(base=base_spec(chosen[0].path)))
+            except Exception:  # noqa: BLE001 - a run without a readable config: just the run
+                pass
+        experiment = read_config(chosen[0].path).get("experiment") if chosen else None
+        if experiment is None and self.config is not None and self.main.current in self.config.experiments:
+            experiment = self.config.experiments[self.main.current].model_dump(mode="json")
+        prompts = list((experiment or {}).get("prompts") or [])
+        if self.config is not None:
+            prompts += [p for exp in self.config.experiments.values() for p in exp.prompts]
+        self.push_screen(CompareScreen(sources, prompts, default_sampling(experiment)))
+        if not sources:
+            self.notice("no finished run with an adapter selected: a adds panes (runs or base models)",
+                        "warning", title="compare")
+
+    def action_results(self) -> None:
+        from workbench.screens.results import ResultsScreen
+
+        if not isinstance(self.screen, ResultsScreen):
+            self.push_screen(ResultsScreen())
 
     def action_plugins(self) -> None:
         from workbench.screens.plugins import PluginsScreen

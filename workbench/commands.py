@@ -19,9 +19,29 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Show runs tab", "every run of the selected experiment (3)", "tab('runs')"),
     ("Show samples tab", "the latest sample generations (4)", "tab('samples')"),
     ("Show log tab", "the tail of train.log (5)", "tab('log')"),
+    ("Compare runs", "generate side by side from runs and base models (c)", "app.compare"),
+    ("Results table", "one row per run, sortable, best values marked (t)", "app.results"),
     ("Plugins", "what loaded, from where, and what failed (p)", "app.plugins"),
     ("Help", "keys and a short tour (?)", "app.help"),
     ("Quit", "leave the TUI; runs keep going (q)", "app.quit"),
+)
+
+# Actions of the compare and results screens, offered while that screen is shown.
+COMPARE_ACTIONS: tuple[tuple[str, str, str], ...] = (
+    ("Generate", "generate the prompt in every pane, streaming (g)", "generate"),
+    ("Regenerate", "new samples: the next seed, then generate (r)", "regenerate"),
+    ("Samples per pane", "cycle 1-4 samples per pane (n)", "samples"),
+    ("Add pane", "a run at its latest checkpoint, or the base model of a backend (a)", "add_pane"),
+    ("Remove pane", "remove the focused pane (x)", "remove_pane"),
+    ("Cycle checkpoint", "the focused run pane's adapter: checkpoint-N ..., final (k)", "checkpoint"),
+    ("Save comparison", "keep prompt, settings and texts in RUNS/.comparisons (s)", "save"),
+    ("Saved comparisons", "list saved comparisons and reopen one (l)", "saved"),
+    ("Grid mode", "runs x checkpoints for one prompt; enter picks a checkpoint (m)", "grid"),
+)
+RESULTS_ACTIONS: tuple[tuple[str, str, str], ...] = (
+    ("Cycle sort column", "sort by the next column; 1-8 pick one (s)", "cycle_sort"),
+    ("Reverse sort", "reverse the order (S)", "reverse"),
+    ("Export report", "write report.md, its plots and samples, in the background (e)", "export"),
 )
 
 
@@ -29,10 +49,16 @@ class WorkbenchCommands(Provider):
     """Every workbench action, searchable by name."""
 
     def _commands(self) -> list[tuple[str, str, str]]:
+        from workbench.screens.compare import CompareScreen
         from workbench.screens.main import MainScreen
+        from workbench.screens.results import ResultsScreen
 
         on_main = isinstance(self.screen, MainScreen)
         commands = [c for c in ACTIONS if on_main or c[2].startswith("app.")]
+        if isinstance(self.screen, CompareScreen):
+            commands = [*COMPARE_ACTIONS, *commands]
+        elif isinstance(self.screen, ResultsScreen):
+            commands = [*RESULTS_ACTIONS, *commands]
         if on_main:
             names = self.screen.table.names()  # type: ignore[attr-defined]
             commands += [(f"Show {name}", f"select experiment {name}", f"select('{name}')") for name in names]

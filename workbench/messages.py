@@ -89,3 +89,31 @@ class Notice(Message):
     text: str
     severity: str = "information"
     title: str = ""
+
+
+@dataclass
+class Generated(Message):
+    """One reply of the generation worker for the compare screen (``token``, ``done``, ``error``...).
+
+    ``batch`` tells which generate press it answers, so replies of a request
+    that a newer one replaced are dropped.
+    """
+
+    batch: int
+    reply: dict[str, Any]
+
+
+@dataclass
+class GenerationEnded(Message):
+    """A generate request finished (``error``: why it could not run at all)."""
+
+    batch: int
+    error: str | None = None
+
+
+@dataclass
+class ReportWritten(Message):
+    """``workbench report`` from the results screen finished: its path, or the error."""
+
+    path: Path | None
+    error: str | None = None

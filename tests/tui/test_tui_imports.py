@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
             await until(pilot, lambda: app.registry is not None, what="plugins")
             loss = app.main.query_one("#loss-chart")
             await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 20, what="a run shown")
-            for key in ("4", "5", "p", "escape", "question_mark", "escape"):
+            for key in ("4", "5", "p", "escape", "question_mark", "escape", "c", "escape", "t", "escape"):
                 await pilot.press(key)
             failures = [str(f) for f in app.registry.failures]
         print(json.dumps({{"heavy": [m for m in {heavy!r} if m in sys.modules], "failures": failures,

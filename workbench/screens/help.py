@@ -22,7 +22,12 @@ Runs are separate processes: quitting this screen or losing the SSH
 connection leaves them running; open workbench again to see them live.
 A run whose process died without a word shows as failed ("vanished").
 Mark experiments with space to launch several at once, or press o to
-overlay their latest runs on the charts. ctrl+p opens the command palette."""
+overlay their latest runs on the charts. ctrl+p opens the command palette.
+
+c compares the marked runs (or the selected one next to its untuned base):
+one prompt, each pane streaming its continuation from a generation worker
+process that keeps base models loaded. t shows the results table; e there
+writes report.md."""
 
 STATES = (
     ("● 212/500", "bold green", "running, at step 212 of 500"),
@@ -35,9 +40,11 @@ STATES = (
 
 def bindings_table(groups: list[tuple[str, list[Binding]]]) -> Table:
     """Key, name and what it does (the command palette's help text) for each binding."""
-    from workbench.commands import ACTIONS
+    from workbench.commands import ACTIONS, COMPARE_ACTIONS, RESULTS_ACTIONS
 
-    details = {action.removeprefix("app."): help_text.rsplit(" (", 1)[0] for _, help_text, action in ACTIONS}
+    details = {action: help_text.rsplit(" (", 1)[0]
+               for _, help_text, action in (*ACTIONS, *COMPARE_ACTIONS, *RESULTS_ACTIONS)}
+    details.update({action.removeprefix("app."): text for action, text in list(details.items())})
     details.update(escape="close the filter, or go back to the latest run", command_palette="every action, "
                    "searchable; also \"show NAME\" to jump to an experiment")
     table = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
@@ -50,7 +57,7 @@ def bindings_table(groups: list[tuple[str, list[Binding]]]) -> Table:
             if not binding.description:
                 continue
             key = binding.key_display or {"question_mark": "?", "slash": "/"}.get(binding.key, binding.key)
-            table.add_row(key, binding.description, details.get(binding.action, ""))
+            table.add_row(key, binding.description, details.get(binding.action, binding.tooltip))
     return table
 
 

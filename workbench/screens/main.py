@@ -45,6 +45,8 @@ class MainScreen(Screen):
         Binding("u", "resume", "resume"),
         Binding("space", "mark", "mark"),
         Binding("o", "overlay", "overlay"),
+        Binding("c", "app.compare", "compare"),
+        Binding("t", "app.results", "results"),
         Binding("slash", "filter", "filter", key_display="/", show=False),
         Binding("escape", "escape", "back", show=False),
         *(Binding(str(i), f"tab('{name}')", f"{name} tab", show=False)
@@ -423,7 +425,6 @@ class MainScreen(Screen):
 
     def on_unmount(self) -> None:
         self.ready = False
-
 
     def config_updated(self) -> None:
         self.refresh_title()

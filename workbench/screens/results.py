@@ -1,0 +1,159 @@
+"""The results screen (``t``): one row per run, sortable, best values marked ★; ``e`` writes the report.
+
+Rows come from :mod:`workbench.results`, the same code as ``workbench
+results``, so the screen and the command agree. The report is written by
+:func:`workbench.report.write_report` in a thread, in no-generate mode: the
+samples are the runs' own (seeded, written during training), so exporting
+never starts the generation worker nor needs a base model on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from workbench import results
+from workbench.messages import ReportWritten
+
+if TYPE_CHECKING:
+    from workbench.app import WorkbenchApp
+
+COLUMNS = ("run", "model", "r", "steps", "ppl", "bpb", "time", "tok_s")  # keys 1-8
+SORTS = ("ppl", "bpb", "tok_s", "time", "steps", "r", "model", "run")  # the order s cycles through
+REPORT_FOLDER = "report"
+
+
+class ResultsScreen(Screen):
+    """The study's results table, measured from the run folders."""
+
+    BINDINGS = [
+        Binding("s", "cycle_sort", "sort"),
+        Binding("S", "reverse", "reverse", key_display="S"),
+        Binding("e", "export", "export report"),
+        Binding("escape", "back", "back"),
+        *(Binding(str(i), f"sort('{key}')", f"sort by {results.BY_KEY[key].label}", show=False)
+          for i, key in enumerate(COLUMNS, start=1)),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sort_key = "ppl"
+        self.reverse = False
+        self.rows: list[results.Row] = []
+
+    @property
+    def wb(self) -> WorkbenchApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="results-title")
+        yield DataTable(id="results-table", zebra_stripes=True, cursor_type="row")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key in COLUMNS:
+            column = results.BY_KEY[key]
+            table.add_column(column.label, key=key)
+        self.reload()
+        table.focus()
+
+    def reload(self) -> None:
+        """Read the rows again from the run folders (the App calls this when runs change)."""
+        all_runs = [run for rs in self.wb.runs_by_exp.values() for run in rs]
+        self.rows = results.rows_for(all_runs, results.default_models(self.wb.registry))
+        self.redraw()
+
+    runs_updated = reload
+
+    def redraw(self) -> None:
+        """Sort, then fill the table; the cursor stays on the same run."""
+        table = self.query_one(DataTable)
+        keep = None
+        if table.row_count and table.cursor_row < table.row_count:
+            keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        rows = results.sort_rows(self.rows, self.sort_key, self.reverse)
+        table.clear()
+        for row in rows:
+            cells = []
+            for key in COLUMNS:
+                text = results.cell(row, key)
+                style = "bold green" if key in row.best else ""
+                justify = "right" if results.BY_KEY[key].numeric else "left"
+                cells.append(Text(text, style=style, justify=justify))  # type: ignore[arg-type]
+            table.add_row(*cells, key=str(row.run.path))
+        if keep is not None:
+            try:
+                table.move_cursor(row=table.get_row_index(keep), animate=False)
+            except Exception:  # noqa: BLE001 - the run is gone: the cursor stays where it is
+                pass
+        self.refresh_title()
+
+    def refresh_title(self) -> None:
+        title = Text(" Results", style="bold")
+        title.append(f" — {len(self.rows)} run{'s' if len(self.rows) != 1 else ''}")
+        column = results.BY_KEY[self.sort_key]
+        arrow = "↓" if (column.better == "high") != self.reverse else "↑"
+        title.append(f" · sort: {column.label} {arrow}", style="dim")
+        if not self.rows:
+            title.append(" · no runs yet: r on the main screen starts one", style="dim")
+        self.query_one("#results-title", Static).update(title)
+
+    def sorted_runs(self) -> list[str]:
+        """The run references in the order shown (for tests and the report)."""
+        return [row["run"] for row in results.sort_rows(self.rows, self.sort_key, self.reverse)]
+
+    # --- actions ----------------------------------------------------------------
+
+    def action_sort(self, key: str) -> None:
+        if key == self.sort_key:
+            self.reverse = not self.reverse
+        else:
+            self.sort_key, self.reverse = key, False
+        self.redraw()
+
+    def action_cycle_sort(self) -> None:
+        index = SORTS.index(self.sort_key) if self.sort_key in SORTS else -1
+        self.sort_key, self.reverse = SORTS[(index + 1) % len(SORTS)], False
+        self.redraw()
+
+    def action_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self.redraw()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        self.action_sort(str(event.column_key.value))
+
+    def report_folder(self) -> Path:
+        """``report/`` next to the experiments file, like ``workbench report`` run from there."""
+        return self.wb.config_path.resolve().parent / REPORT_FOLDER
+
+    def action_export(self) -> None:
+        if not self.rows:
+            self.wb.notice("no runs to report on yet", "warning")
+            return
+        self.wb.notice(f"writing the report to {self.report_folder()} …", title="report")
+        self._export([row.run for row in results.sort_rows(self.rows, self.sort_key, self.reverse)],
+                     self.report_folder())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="report", name="report")
+    def _export(self, selected: list, folder: Path) -> None:
+        """The report of the shown runs, without generating (the runs' own samples only)."""
+        from workbench.report import write_report
+
+        try:
+            path = write_report(selected, folder, results.default_models(self.wb.registry), generate=False)
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a notice
+            self.app.post_message(ReportWritten(None, f"{type(exc).__name__}: {exc}"))
+            return
+        self.app.post_message(ReportWritten(path))  # the App tells, even if this screen is gone
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
