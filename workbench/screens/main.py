@@ -43,7 +43,7 @@ class MainScreen(Screen):
         Binding("r", "launch", "run"),
         Binding("s", "stop", "stop"),
         Binding("u", "resume", "resume"),
-        Binding("space", "mark", "mark"),
+        Binding("space", "mark", "mark", key_display="␣"),  # short: the footer fits 80 columns
         Binding("o", "overlay", "overlay"),
         Binding("c", "app.compare", "compare"),
         Binding("t", "app.results", "results"),
