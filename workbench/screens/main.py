@@ -319,14 +319,21 @@ class MainScreen(Screen):
             names = [self.current]
         self.wb.start_runs(names)
 
+    def _run_in(self, states: tuple[str, ...], refusal: str):
+        """The shown run if its state is one of ``states``; else a warning notice and None."""
+        run = self.focused_run()
+        if run is None or run.state not in states:
+            what = f"{run.ref} is {run.state}" if run else f"{self.current or 'nothing'} has no run"
+            self.wb.notice(f"{what}: {refusal}", "warning")
+            return None
+        return run
+
     def action_stop(self) -> None:
         """Stop the shown run (or take it out of the queue), after asking."""
         from workbench.screens.confirm import ConfirmScreen
 
-        run = self.focused_run()
-        if run is None or run.state not in ("running", "queued"):
-            what = f"{run.ref} is {run.state}" if run else f"{self.current or 'nothing'} has no run"
-            self.wb.notice(f"{what}: nothing to stop", "warning")
+        run = self._run_in(("running", "queued"), "nothing to stop")
+        if run is None:
             return
 
         def answered(yes: bool | None) -> None:
@@ -344,10 +351,8 @@ class MainScreen(Screen):
 
     def action_resume(self) -> None:
         """Resume the shown run (stopped or failed) from its last checkpoint."""
-        run = self.focused_run()
-        if run is None or run.state not in ("stopped", "failed"):
-            what = f"{run.ref} is {run.state}" if run else f"{self.current or 'nothing'} has no run"
-            self.wb.notice(f"{what}: only a stopped or failed run can be resumed", "warning")
+        run = self._run_in(("stopped", "failed"), "only a stopped or failed run can be resumed")
+        if run is None:
             return
         self.wb.resume_run(run)
 
