@@ -56,3 +56,8 @@ def gpu_runner(gpus: str = "nvidia_smi_gpus.csv", apps: str = "nvidia_smi_apps.c
 
     return run
 
+
+def state_of(app, name: str) -> str | None:
+    """The state of the latest run of experiment ``name`` as the app sees it."""
+    found = app.runs_by_exp.get(name) or []
+    return found[-1].state if found else None

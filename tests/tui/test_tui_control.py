@@ -12,18 +12,13 @@ import os
 import signal
 import time
 
-from helpers import NOW, ready, screen_text, until
+from helpers import NOW, ready, screen_text, state_of, until
 
 from workbench import runs
 from workbench.screens.confirm import ConfirmScreen
 from workbench.screens.plugins import PluginsScreen
 from workbench.widgets.charts import MetricChart
 from workbench.widgets.experiments import ExperimentsTable
-
-
-def state_of(app, name: str) -> str | None:
-    found = app.runs_by_exp.get(name) or []
-    return found[-1].state if found else None
 
 
 def notices(app) -> str:

@@ -3,14 +3,9 @@ the TUI while runs wait changes nothing about the queue (it lives in its own pro
 
 from __future__ import annotations
 
-from helpers import ready, screen_text, until
+from helpers import ready, screen_text, state_of, until
 
 from workbench import launch, queue, runs
-
-
-def state_of(app, name: str) -> str | None:
-    found = app.runs_by_exp.get(name) or []
-    return found[-1].state if found else None
 
 
 async def test_queue_survives_a_tui_restart(workspace, monkeypatch) -> None:
