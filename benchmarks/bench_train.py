@@ -302,7 +302,7 @@ def run_trl(s: Settings, steps: int, warmup: int, name: str = "trl-defaults") ->
 # --- workbench, through its CLI ---------------------------------------------
 
 
-def workbench_toml(s: Settings, backend: str) -> str:
+def workbench_toml(s: Settings, backend: str, plugins_dir: Path | None = None) -> str:
     """A one-experiment ``experiments.toml``: the shared settings, nothing evaluated or saved mid-run.
 
     ``model`` is left to the backend's default, the path a user takes; :func:`model_dir`
@@ -310,7 +310,8 @@ def workbench_toml(s: Settings, backend: str) -> str:
     """
     total = s.warmup + s.steps
     later = total + 1000  # evaluation, samples and checkpoints only after the measured steps
-    return f"""
+    top = f"plugins_dir = {json.dumps(str(Path(plugins_dir).resolve()))}\n" if plugins_dir else ""
+    return top + f"""
 [experiments.bench]
 description = "benchmarks/bench_train.py"
 backend = "{backend}"
@@ -341,12 +342,12 @@ eval_split = "test"
 """
 
 
-def run_workbench(s: Settings, backend: str, keep: bool = False) -> Result:
+def run_workbench(s: Settings, backend: str, keep: bool = False, plugins_dir: Path | None = None) -> Result:
     """``workbench run bench --follow`` in a scratch folder; the figure from its ``events.jsonl``."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-workbench-"))
     try:
         toml = scratch / "experiments.toml"
-        toml.write_text(workbench_toml(s, backend))
+        toml.write_text(workbench_toml(s, backend, plugins_dir))
         exe = Path(sys.executable).with_name("workbench")
         cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "workbench.cli"]
         cmd = [*cli, "run", "bench", "--follow", "-c", str(toml), "--runs-dir", str(scratch / "runs")]
@@ -627,6 +628,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON goes")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     p.add_argument("--keep", action="store_true", help="keep the workbench scratch folder (run log, events)")
+    p.add_argument("--plugins-dir", type=Path, default=None, metavar="PATH",
+                   help="a plugins folder for the workbench run (e.g. to try a trainer change)")
     # worker mode
     p.add_argument("--only", choices=("minimal", *TRL_VARIANTS), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -677,7 +680,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             started = time.time()
             print(f"bench_train: {name} ...", file=sys.stderr, flush=True)
             if name == "workbench":
-                result = run_workbench(s, backend, keep=args.keep)
+                result = run_workbench(s, backend, keep=args.keep, plugins_dir=args.plugins_dir)
             elif name == "minimal":
                 result = run_worker("minimal", s, s.steps, s.warmup)
             elif name == "trl-defaults":
