@@ -2,7 +2,8 @@
 
 Settings follow the hardware: fp32 on a CPU, bf16 where the GPU has it,
 fp16 on other GPUs, and no gradient checkpointing unless asked. TRL's own
-defaults (bf16 and gradient checkpointing on) cost more than 10x on a CPU,
+defaults (bf16 and gradient checkpointing on) cost about 2x on a CPU with native
+bf16 (measured) and more on hardware that emulates it,
 so both are always passed explicitly.
 """
 
@@ -163,12 +164,30 @@ def sft_config(experiment: Any, run_dir: Path, hardware: Hardware) -> Any:
 
 def build_trainer(model: Any, tokenizer: Any, train_texts: list[str], args: Any,
                   callbacks: list[Any]) -> Any:
-    """An SFTTrainer over ``train_texts`` with our callbacks and no console progress printer."""
+    """An SFTTrainer over ``train_texts`` with our callbacks and no console progress printer.
+
+    Off a GPU, the training loss is the model's own: TRL 1.16's fused LM head has
+    no CPU fast path, and its fallback recomputes the vocabulary projection in the
+    backward pass and adds full-vocabulary passes for entropy/accuracy metrics we
+    never read (about 12% of a SmolLM2-135M step on a 2-core CPU, measured by
+    benchmarks/bench_train.py). The loss value is the same.
+    """
+    import transformers
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(
+    class WorkbenchSFTTrainer(SFTTrainer):
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            if model.training and self.args.device.type not in ("cuda", "xpu"):
+                inputs["use_cache"] = False
+                return transformers.Trainer.compute_loss(
+                    self, model, inputs, return_outputs=return_outputs,
+                    num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    trainer = WorkbenchSFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_dict({"text": train_texts}),
         processing_class=tokenizer, callbacks=callbacks,
     )
