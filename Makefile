@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test test-slow bench install clean-runs
+.PHONY: demo tui test test-slow bench install clean-runs
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/workbench run tiny --follow
 	$(BIN)/workbench list
+
+tui: install
+	$(BIN)/workbench
 
 test: install
 	$(BIN)/ruff check .
