@@ -385,6 +385,9 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from workbench import offline
+
+    offline.apply()  # the CLI and TUI need no network; a hub run turns it on in its own process
     argv = sys.argv[1:] if argv is None else argv
     # Plain `workbench` opens the TUI: skip importing the results/report/compare commands
     # (~60 ms of its start-up) when no subcommand or help was asked for.

@@ -26,7 +26,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 DEFAULT_CONFIG = "experiments.toml"
-TOP_LEVEL_KEYS = ("defaults", "experiments", "plugins_dir", "runs_dir", "max_parallel")
+TOP_LEVEL_KEYS = ("defaults", "experiments", "plugins_dir", "runs_dir", "max_parallel", "offline")
 # Keys of an experiment table that steer loading rather than describe a run.
 META_KEYS = ("extends", "matrix")
 
@@ -45,6 +45,7 @@ class Config:
     runs_dir: Path | None = None
     max_parallel: int | None = None
     parents: dict[str, str | None] = field(default_factory=dict)
+    offline: bool = False  # no hub access for any run, hub ids load only from the local cache
 
     def get(self, name: str) -> Experiment:
         try:
@@ -219,7 +220,10 @@ class _Resolver:
         max_parallel = raw.get("max_parallel")
         if max_parallel is not None and (type(max_parallel) is not int or max_parallel < 1):
             raise self.fail("max_parallel", "must be a whole number of runs, 1 or more")
+        if not isinstance(raw.get("offline", False), bool):
+            raise self.fail("offline", "must be true or false")
         return Config(
+            offline=raw.get("offline", False),
             path=self.path,
             max_parallel=max_parallel,
             experiments=experiments,

@@ -46,6 +46,7 @@ def prepare(config: Config, name: str, root: Path, plugins_dir: Path | None = No
         "extends": config.parents.get(name),
         "config_path": str(Path(config.path).resolve()),
         "plugins_dir": str(plugins_dir) if plugins_dir else None,
+        "offline": config.offline,
     }
     (run_dir / runs.CONFIG).write_text(json.dumps(resolved, indent=2))
     runs.write_status(

@@ -189,4 +189,7 @@ def serve(root: Path) -> None:
 
 
 if __name__ == "__main__":
+    from workbench import offline
+
+    offline.apply()
     serve(Path(sys.argv[1]))

@@ -93,6 +93,7 @@ def run_base(run_dir: str | Path) -> dict[str, Any]:
         "plugins_dir": config.get("plugins_dir"),
         "precision": (experiment.get("train") or {}).get("precision", "auto"),
         "experiment": experiment,
+        "offline": config.get("offline") is True,
     }
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from workbench import offline
 from workbench.generate.client import GenerationError, adapter_path, run_base
 from workbench.train.errors import UserError, first_line
 
@@ -210,6 +211,7 @@ class Worker:
     def base(self, rid: Any, pid: Any, spec: dict[str, Any]) -> LoadedBase:
         """The base model for ``spec`` (backend, model, plugins_dir, precision), loading it once."""
         from workbench.schema import Experiment
+        from workbench.train.sources import check_hub_model, hub_for, offline_setting
         from workbench.train.trainer import detect_hardware, load_model
 
         registry = self.registry(spec.get("plugins_dir"))
@@ -218,6 +220,8 @@ class Worker:
         if backend is None:
             raise UserError(f"unknown backend {name!r} (known: {', '.join(sorted(registry.backends))})")
         source = spec.get("model") or backend.resolve_default_model()
+        with hub_for(str(source), offline_setting(spec)):
+            check_hub_model(str(source))  # offline and not cached: fail now, before torch loads
         hardware = detect_hardware(spec.get("precision") or "auto")
         key = (name, str(source), hardware.precision)
         if key in self.bases:
@@ -229,7 +233,8 @@ class Worker:
             experiment = Experiment.model_validate(experiment)
         else:  # a bare base pane: only what load_model reads
             experiment = _BareExperiment(model=spec.get("model"))
-        model, tokenizer = load_model(backend, experiment, hardware)
+        with hub_for(str(source), offline_setting(spec)):  # the network only for a hub id
+            model, tokenizer = load_model(backend, experiment, hardware)
         if hardware.cuda:
             model = model.to("cuda")
         model.eval()
@@ -307,7 +312,9 @@ class _BareExperiment:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for a pane's error."""
+    """One line for a pane's error (with the fix, when a UserError knows it)."""
+    if isinstance(exc, UserError) and exc.hint:
+        return f"{exc} ({exc.hint})"
     if isinstance(exc, (UserError, GenerationError)):
         return str(exc)
     return f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
@@ -340,6 +347,7 @@ def read_requests(stream: TextIO, work: queue.Queue, worker: Worker) -> None:
 
 def main() -> int:
     """Serve until ``shutdown`` or the end of stdin."""
+    offline.apply()  # no network until a pane asks for a hub model (see Worker.base)
     # Only protocol lines may reach stdout: send anything a library prints to stderr.
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

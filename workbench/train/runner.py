@@ -80,6 +80,9 @@ class Session:
         self.stop = stop
         self.exp = Experiment.model_validate(config["experiment"])
         self.registry = self._load_plugins(config.get("plugins_dir"))
+        from workbench.train.sources import preflight
+
+        preflight(config)  # a hub model or dataset that can't load fails before torch does
 
     def _load_plugins(self, plugins_dir: str | None) -> Any:
         from workbench.plugins import load_plugins

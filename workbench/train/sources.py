@@ -6,6 +6,10 @@ file's path, size and mtime; later runs load the cached folder, which takes
 a second instead of the ~30 s the conversion costs for SmolLM2-135M. A hub id
 that is neither on disk nor reachable ends in a :class:`UserError` saying how
 to get it.
+
+Only a hub id needs the network: :func:`network_for_run` (the training
+process's first step) and :func:`hub_for` (the generation worker's, per base
+model) turn the hub on for one, through :mod:`workbench.offline`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from workbench import offline, runs
 from workbench.train.errors import UserError, first_line
 
 CACHE_ENV = "WORKBENCH_CACHE"
@@ -118,6 +123,117 @@ def is_local(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
 
 
+def is_hub_model(source: str) -> bool:
+    """Whether a model source is a hub id (not a .gguf file, not a local path)."""
+    return bool(source) and not source.endswith(".gguf") and not is_local(source)
+
+
+def is_hub_dataset(source: str) -> bool:
+    """Whether ``data.source`` is a hub dataset id (not a local file or folder), as data.py reads it."""
+    from workbench.train.data import BUILDERS
+
+    return bool(source) and not is_local(source) and Path(source).suffix.lower() not in BUILDERS
+
+
+def run_model_source(config: dict[str, Any]) -> str | None:
+    """The model a run folder's ``config.json`` loads: its ``model``, else its backend's default.
+
+    None when that can't be told (unknown backend, a default that raises): the
+    training then reports the problem itself.
+    """
+    experiment = config.get("experiment") or {}
+    if experiment.get("model"):
+        return str(experiment["model"])
+    try:
+        from workbench.plugins import load_plugins
+
+        backend = load_plugins(config.get("plugins_dir")).backends.get(str(experiment.get("backend")))
+        return str(backend.resolve_default_model()) if backend is not None else None
+    except Exception:  # noqa: BLE001 - the training reports a bad backend with its own message
+        return None
+
+
+def offline_setting(config: dict[str, Any]) -> str | None:
+    """Why a run's resolved config forces offline (``offline = true`` in its TOML), or None."""
+    if config.get("offline") is True:
+        return f"offline = true in {config.get('config_path') or 'the experiments file'}"
+    return None
+
+
+def network_for_run(run_dir: Path) -> None:
+    """Set the training process's network switches from its run folder, before the heavy imports.
+
+    Everything stays offline unless the run's model or data is a hub id; then
+    the hub is turned on if allowed and reachable (a probe of a few seconds),
+    and otherwise stays off, so only cached hub files load.
+    """
+    config = runs.read_config(Path(run_dir))
+    offline.apply()  # nothing below may reach the network before we decide
+    experiment = config.get("experiment") or {}
+    data = experiment.get("data") or {}
+    model = run_model_source(config)
+    hub_data = [s for s in (data.get("source"), data.get("eval_source"))
+                if isinstance(s, str) and is_hub_dataset(s)]
+    hub_model = model is not None and is_hub_model(model)
+    why = offline.open_hub(hub_model, bool(hub_data), offline_setting(config))
+    needed = ", ".join([*([model] if hub_model and model else []), *hub_data])
+    if why is not None:
+        print(f"hub: offline ({why}); only cached copies of {needed} can load", flush=True)
+    elif needed:
+        print(f"hub: online for {needed}", flush=True)
+
+
+def preflight(config: dict[str, Any]) -> None:
+    """Fail now, before torch loads, when a run's hub model or dataset can't come from anywhere.
+
+    That is: the hub is off (forced, or unreachable as :func:`network_for_run`
+    found) and the local cache lacks it. Loading torch and TRL first costs
+    10 s of CPU; a missing model should not wait for that.
+    """
+    model = run_model_source(config)
+    if model is not None:
+        check_hub_model(model)
+    data = (config.get("experiment") or {}).get("data") or {}
+    if not offline.is_true(os.environ.get("HF_DATASETS_OFFLINE")):
+        return
+    for source in (data.get("source"), data.get("eval_source")):
+        if isinstance(source, str) and is_hub_dataset(source) and not dataset_cached(source):
+            from workbench.train.data import DATA_HINT
+
+            why = offline.why_offline() or "HF_DATASETS_OFFLINE=1"
+            raise UserError(f"dataset {source!r} is not available: the hub is offline ({why}) "
+                            "and it is not in the local cache", kind="data", hint=DATA_HINT)
+
+
+def dataset_cached(repo_id: str) -> bool:
+    """Whether a cache folder for hub dataset ``repo_id`` exists (the hub's, or datasets' own).
+
+    A quick check without importing datasets: False means ``load_dataset``
+    would surely fail offline; True lets it try.
+    """
+    from huggingface_hub import constants
+
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets")
+    return ((Path(constants.HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}").is_dir()
+            or (datasets_cache.expanduser() / repo_id.replace("/", "___")).is_dir())
+
+
+@contextlib.contextmanager
+def hub_for(source: str, setting: str | None = None) -> Iterator[None]:
+    """Within the block the hub is on if ``source`` is a hub id and it is allowed and reachable.
+
+    The generation worker's switch, around one base model load; offline again after.
+    """
+    if not is_hub_model(source):
+        yield
+        return
+    offline.open_hub(models=True, data=False, setting=setting)
+    try:
+        yield
+    finally:
+        offline.apply()
+
+
 def resolve_model(source: str) -> str:
     """A name ``from_pretrained`` can load: a local folder, a cached GGUF conversion, or a hub id.
 
@@ -135,17 +251,22 @@ def resolve_model(source: str) -> str:
             raise UserError(f"{path} holds no config.json: not a transformers model folder",
                             kind="model_unavailable")
         return str(path)
-    if hub_offline() and not hub_cached(source):
-        raise model_unavailable(source, "the hub is offline (HF_HUB_OFFLINE=1)")
+    check_hub_model(source)
     return source
 
 
+def check_hub_model(source: str) -> None:
+    """Raise ``model_unavailable`` if hub id ``source`` can't load: the hub is off, the cache lacks it."""
+    if is_hub_model(source) and hub_offline() and not hub_cached(source):
+        why = offline.why_offline() or "HF_HUB_OFFLINE=1"
+        raise model_unavailable(source, f"the hub is offline ({why})")
+
+
 def hub_offline() -> bool:
-    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import)."""
+    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import; offline.apply updates it)."""
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return env in ("1", "ON", "YES", "TRUE") or bool(constants.HF_HUB_OFFLINE)
+    return offline.is_true(os.environ.get("HF_HUB_OFFLINE")) or bool(constants.HF_HUB_OFFLINE)
 
 
 def hub_cached(repo_id: str) -> bool:
