@@ -7,7 +7,6 @@ VENV ?= .venv
 # `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" demo`
 TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
-export HF_HUB_OFFLINE ?= 1
 
 .PHONY: demo tui test test-slow bench install clean-runs
 

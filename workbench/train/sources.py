@@ -206,16 +206,16 @@ def preflight(config: dict[str, Any]) -> None:
 
 
 def dataset_cached(repo_id: str) -> bool:
-    """Whether a cache folder for hub dataset ``repo_id`` exists (the hub's, or datasets' own).
+    """Whether datasets' own cache holds hub dataset ``repo_id`` (what ``load_dataset`` reads offline).
 
-    A quick check without importing datasets: False means ``load_dataset``
-    would surely fail offline; True lets it try.
+    Offline, datasets 5 skips the hub cache and reads only the folder
+    ``load_dataset`` prepared on an earlier online run (``<org>___<name>``); a
+    quick check without importing datasets.
     """
     from huggingface_hub import constants
 
-    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets")
-    return ((Path(constants.HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}").is_dir()
-            or (datasets_cache.expanduser() / repo_id.replace("/", "___")).is_dir())
+    root = Path(os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets")
+    return (root.expanduser() / repo_id.replace("/", "___")).is_dir()
 
 
 @contextlib.contextmanager
