@@ -21,7 +21,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.run_dir} is not a folder")
     from workbench.train.sources import network_for_run
 
-
     network_for_run(args.run_dir)  # offline unless the run needs the hub, before heavy imports
     from workbench.train.runner import run
     from workbench.train.signals import StopRequest
