@@ -25,7 +25,7 @@ from typing import Any
 
 from workbench import hookimpl
 
-__all__ = ["Backend", "EvalContext", "Evaluator", "Launcher", "hookimpl"]
+__all__ = ["Backend", "EvalContext", "Evaluator", "Launcher", "Liveness", "hookimpl"]
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,47 @@ class Evaluator:
 
 
 @dataclass(frozen=True)
+class Liveness:
+    """A launcher's word on one run's job, for whoever reads the run's status.
+
+    ``alive``: True while the job runs or waits, False once it is gone for good,
+    None when the launcher can't tell right now (its scheduler unreachable; the
+    status is then shown as written). ``waiting``: alive but not running (pending
+    in the scheduler's queue, or requeued). ``detail``: one line a person reads,
+    e.g. ``slurm job 12 pending (Priority)``, ``slurm job 12 running on node7``,
+    or for a job that is gone, why: ``slurm job 12 TIMEOUT``. ``reason``: a short
+    word for a job that is gone (``timeout``, ``cancelled``...).
+    """
+
+    alive: bool | None
+    waiting: bool = False
+    detail: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Launcher:
-    """A way to start the training process: ``command(run_dir, settings)`` returns argv."""
+    """A way to start the training process: ``command(run_dir, settings)`` returns argv.
+
+    A launcher that hands runs to an outside scheduler (Slurm) also answers for
+    them, since a pid says nothing across machines. Each of these is optional;
+    left ``None``, the run is a local process group (started by the local queue,
+    alive while its pid with its start time lives, stopped by SIGTERM):
+
+    - ``submit(run_dir, experiment)`` hands the run to the scheduler now and
+      returns its job id; the local queue never holds such runs back. The job
+      runs ``python -m workbench.train RUN_DIR`` (with ``--resume`` when the
+      folder has a checkpoint), so it writes the run folder as a local run does.
+    - ``liveness(status)`` answers for a run whose ``status.json`` holds that
+      ``job_id``: a :class:`Liveness`.
+    - ``stop(status)`` asks the job to stop: the trainer gets SIGTERM, saves a
+      checkpoint and ends ``stopped`` (a job still waiting is cancelled). Raises
+      an exception with a one-line message when it can't.
+    """
 
     name: str
     command: Callable[[str, dict[str, Any]], list[str]]
     description: str = ""
+    submit: Callable[[str, dict[str, Any]], str] | None = None
+    liveness: Callable[[dict[str, Any]], Liveness] | None = None
+    stop: Callable[[dict[str, Any]], None] | None = None

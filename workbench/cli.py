@@ -99,6 +99,11 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def state_text(status: dict[str, Any]) -> str:
+    text = _state_word(status)
+    return f"{text} · {status['job_detail']}" if status.get("job_detail") else text
+
+
+def _state_word(status: dict[str, Any]) -> str:
     state = status.get("state", "?")
     if state == "running":
         return f"running {status.get('step', 0)}/{status.get('max_steps', '?')}"
@@ -141,7 +146,11 @@ def cmd_run(ctx: Context) -> int:
     for name in names:
         run = launch.start(cfg, name, ctx.root, ctx.plugins_dir, max_parallel=max_parallel)
         started.append(run)
-        print(f"queued {run.ref}  (folder {run.path})")
+        if run.status.get("job_id"):
+            print(f"submitted {run.ref} to {run.status.get('launcher')}: job {run.status['job_id']}"
+                  f"  (folder {run.path})")
+        else:
+            print(f"queued {run.ref}  (folder {run.path})")
     if ctx.args.follow:
         return follow(started[-1]) if len(started) == 1 else max(follow(r) for r in started)
     print("follow with: workbench status " + started[-1].ref + "   or open the TUI: workbench")
@@ -183,6 +192,8 @@ def describe(run: runs.Run) -> str:
         lines.append(f"  hint: {st['hint']}")
     for failure in st.get("plugin_failures") or []:
         lines.append(f"  plugin failed: {failure}")
+    if st.get("job_id"):
+        lines.append(f"  {st.get('launcher')} job: {st['job_id']}")
     lines.append(f"  folder: {run.path}")
     if st.get("state") == "failed":
         lines.append("  log tail:")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workbench import queue, runs
+from workbench import jobs, queue, runs
 from workbench.config import Config
 from workbench.runs import Run, RunError
 
@@ -63,6 +63,9 @@ def start(config: Config, name: str, root: Path, plugins_dir: Path | None = None
     On an idle machine that is at once: the scheduler picks it up within a poll.
     """
     run_dir = prepare(config, name, root, plugins_dir)
+    if jobs.submits(config.get(name).launcher, plugins_dir):  # Slurm queues it: not held back here
+        jobs.submit(run_dir)
+        return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
     dist = config.get(name).distributed
     queue.enqueue(run_dir, gpus_needed=dist.nproc_per_node, max_parallel=max_parallel)
     queue.ensure_scheduler(root)
@@ -109,6 +112,8 @@ def spawn(run_dir: Path, resume: bool = False, gpus: list[str] | None = None) ->
 def stop(run: Run) -> None:
     """Ask a running run to stop: it checkpoints, writes ``stopped`` and exits."""
     status = run.refresh().status
+    if jobs.is_submitted(status):
+        return jobs.stop(run)
     if status.get("state") != "running":
         raise LaunchError(f"{run.ref} is {run.state}, not running")
     # One SIGTERM to the launcher (the session leader): the trainer itself for `python`,
@@ -129,6 +134,8 @@ def resume(run: Run, max_parallel: int | None = None) -> Run:
         raise LaunchError(f"{run.ref} is {run.state}; only a stopped or failed run can be resumed")
     if not latest_checkpoint(run.path):
         raise LaunchError(f"{run.ref} has no checkpoint to resume from; start a new run instead")
+    if jobs.is_submitted(status):
+        return jobs.resubmit(run)
     dist = runs.read_config(run.path).get("experiment", {}).get("distributed") or {}
     runs.write_status(run.path, state="queued", resume_on_start=True, cancelled=None)
     queue.enqueue(run.path, gpus_needed=dist.get("nproc_per_node", 1), max_parallel=max_parallel)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workbench import runs
+from workbench import jobs, runs
 from workbench.runs import Run
 
 LOCK = ".queue.lock"
@@ -37,8 +37,8 @@ class QueueError(runs.RunError):
 
 
 def queued(root: Path) -> list[Run]:
-    """Queued runs in the order they will start."""
-    waiting = [r for r in runs.list_runs(root) if r.state == "queued"]
+    """Queued runs in the order they will start (a run handed to Slurm has no ``queue_seq``)."""
+    waiting = [r for r in runs.list_runs(root) if r.state == "queued" and "queue_seq" in r.status]
     return sorted(waiting, key=lambda r: r.status.get("queue_seq", 0))
 
 
@@ -60,6 +60,8 @@ def enqueue(run_dir: Path, gpus_needed: int = 1, max_parallel: int | None = None
 
 def cancel(run: Run) -> None:
     """Take a queued run out of the queue; it reads as stopped, never started."""
+    if jobs.is_submitted(run.status):  # waiting in Slurm's queue, not ours
+        return jobs.stop(run)
     after = runs.write_status(run.path, only_if=("queued",), state="stopped", cancelled=True,
                               ended=time.time(), message="cancelled while queued")
     if not after.get("cancelled"):
@@ -156,7 +158,8 @@ def step(root: Path, gpus: list[str]) -> bool:
         if not waiting:
             return False
         head = waiting[0]
-        running = [r.status for r in runs.list_runs(root) if r.state == "running"]
+        running = [r.status for r in runs.list_runs(root)
+                   if r.state == "running" and not jobs.is_submitted(r.status)]
         assigned = plan(head.status, running, gpus)
         if assigned is None:
             return True

@@ -271,6 +271,10 @@ def _read_raw_status(run_dir: Path) -> dict[str, Any]:
 def read_status(run_dir: Path) -> dict[str, Any]:
     """``status.json`` with liveness applied: a dead "running" process reads as failed."""
     status = _read_raw_status(run_dir)
+    if status.get("job_id") is not None:  # handed to a scheduler (Slurm): its launcher answers, not a pid
+        from workbench import jobs
+
+        return jobs.checked(Path(run_dir), status)
     if status.get("state") == "running" and not is_alive(status.get("pid"), status.get("pid_start")):
         status = dict(status, state="failed", error=VANISHED, error_kind="vanished",
                       hint="the training process died without a word (killed, or the machine "

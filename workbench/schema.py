@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TRACKERS = ("tensorboard", "wandb", "trackio")
@@ -71,6 +71,64 @@ class DistributedSettings(Strict):
     rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous for multi-node")
 
 
+# Slurm time limits: "MINUTES", "MINUTES:SECONDS", "HOURS:MINUTES:SECONDS", "DAYS-HOURS",
+# "DAYS-HOURS:MINUTES", "DAYS-HOURS:MINUTES:SECONDS" (sbatch --time).
+_SLURM_TIME_RE = re.compile(r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+))?(?::(?P<ds>\d+))?"
+                            r"|(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?)$")
+# sbatch options the slurm launcher sets itself; `extra` may not override them.
+SLURM_MANAGED = ("--output", "--error", "--open-mode", "--signal", "--requeue", "--no-requeue",
+                 "--job-name", "--parsable", "--nodes", "--ntasks-per-node", "--chdir", "-o", "-e", "-J",
+                 "-N", "-D")
+
+
+def slurm_time_seconds(value: str) -> int:
+    """Seconds in a Slurm time limit (``"90"`` minutes, ``"1:30:00"``, ``"2-00:00"``); ValueError if malformed."""
+    m = _SLURM_TIME_RE.match(value.strip())
+    if not m:
+        raise ValueError(f"time {value!r}: use MINUTES, HH:MM:SS, MM:SS or DAYS-HH[:MM[:SS]]")
+    g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    if "d" in g:
+        return ((g["d"] * 24 + g["dh"]) * 60 + g.get("dm", 0)) * 60 + g.get("ds", 0)
+    parts = [g[k] for k in ("a", "b", "c") if k in g]
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return (parts[0] * 60 + parts[1]) * 60 + parts[2]
+
+
+class SlurmSettings(Strict):
+    """``[experiments.X.slurm]``: what the ``slurm`` launcher asks ``sbatch`` for."""
+
+    partition: str | None = None
+    time: str | None = Field(None, description='time limit, e.g. "90" (minutes), "4:00:00", "1-12:00"')
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int | None = Field(None, gt=0)
+    cpus_per_task: int | None = Field(None, gt=0)
+    mem: str | None = Field(None, pattern=r"^[1-9][0-9]*[KMGT]?$", description='per node, e.g. "32G"')
+    extra: list[str] = Field(default_factory=list, description='further sbatch options, e.g. ["--exclusive"]')
+    signal_before: int = Field(120, ge=1, le=65535,
+                               description="seconds before the time limit the trainer is told to checkpoint")
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        if value is not None:
+            slurm_time_seconds(value)
+        return value
+
+    @field_validator("extra")
+    @classmethod
+    def _extra(cls, value: list[str]) -> list[str]:
+        for option in value:
+            if not option.startswith("-"):
+                raise ValueError(f"{option!r} is not an sbatch option (they start with '-')")
+            if option.split("=", 1)[0] in SLURM_MANAGED:
+                raise ValueError(f"{option!r}: the slurm launcher sets {option.split('=', 1)[0]} itself")
+        return value
+
+
 class Experiment(Strict):
     name: str
     description: str = ""
@@ -78,6 +136,7 @@ class Experiment(Strict):
     model: str | None = Field(None, description="hub id, local folder or .gguf; default: backend's")
     launcher: str = "python"
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     data: DataSettings

@@ -47,6 +47,8 @@ def banner_text(run: Run, log_tail: list[str]) -> Text | None:
                     style="yellow")
     elif stopping(st):
         text.append("◐ stopping: the run saves a checkpoint, then exits", style="yellow")
+    if st.get("job_detail") and state != "failed":  # a run handed to Slurm: its job and where it is
+        text.append(("\n" if text else "") + f"⧗ {st['job_detail']}", style="cyan")
     for failure in st.get("plugin_failures") or []:
         if text:
             text.append("\n")
