@@ -159,7 +159,8 @@ def _ask(job: str, name: str) -> Liveness:
     if state in RUNNING:
         return Liveness(True, detail=f"slurm job {job} {state.lower()} on {nodes or '?'}")
     why = f" ({reason})" if reason and reason != "None" else ""
-    return Liveness(False, detail=f"slurm job {job} {state}{why}", reason=state.lower())
+    return Liveness(False, detail=f"slurm job {job} {state}{why}",
+                    reason="" if state == "COMPLETED" else state.lower())
 
 
 def stop(status: dict[str, Any]) -> None:

@@ -191,7 +191,7 @@ def test_a_run_submitted_through_workbench_run_finishes_with_its_events(project:
     assert [e["step"] for e in events(run, "eval")][-1] == 6
     assert (run.path / runs.ADAPTER).is_dir()
     assert (run.path / runs.CHECKPOINTS / "checkpoint-6").is_dir()
-    assert slurm.job_state(job) == "COMPLETED"
+    wait_for(lambda: slurm.job_state(job) == "COMPLETED", "the job to complete", slurm, run)
     listing = workbench(project, slurm, "status")
     assert run.ref in listing.stdout and "finished" in listing.stdout
     assert f"slurm job: {job}" in workbench(project, slurm, "status", run.ref).stdout
@@ -234,11 +234,12 @@ def test_a_job_slurm_kills_reads_as_failed_with_the_reason(project: Path, slurm:
     run, job = submit(project, slurm, "long")
     started_training(run, slurm)
     slurm.cmd("scancel", "--signal=KILL", "--full", job)
-    status = wait_for(lambda: (st := run.refresh().status)["state"] != "running" and st,
-                      "the killed run to stop reading as running", slurm, run, timeout=60)
-    assert status["state"] == "failed"
-    assert status["error"].startswith(f"slurm job {job} ")
-    assert slurm.job_state(job) in status["error"]
+    ended = wait_for(lambda: (state := slurm.job_state(job)) not in ("RUNNING", "COMPLETING") and state,
+                     "Slurm to end the job", slurm, run, timeout=90)
+    status = run.refresh().status
+    assert status["state"] == "failed", status
+    assert status["error"].startswith(f"slurm job {job} {ended}")
+    assert status["error_kind"] == ended.lower()
     shown = workbench(project, slurm, "status", run.ref).stdout
     assert "failed" in shown and f"slurm job {job}" in shown
 

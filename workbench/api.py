@@ -96,8 +96,9 @@ class Liveness:
     status is then shown as written). ``waiting``: alive but not running (pending
     in the scheduler's queue, or requeued). ``detail``: one line a person reads,
     e.g. ``slurm job 12 pending (Priority)``, ``slurm job 12 running on node7``,
-    or for a job that is gone, why: ``slurm job 12 TIMEOUT``. ``reason``: a short
-    word for a job that is gone (``timeout``, ``cancelled``...).
+    or for a job that is gone, why: ``slurm job 12 TIMEOUT``. ``reason``: for a job
+    that is gone, a short word saying how it ended (``timeout``, ``cancelled``,
+    ``vanished`` when the scheduler no longer knows it); empty when it ended well.
     """
 
     alive: bool | None

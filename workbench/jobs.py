@@ -98,13 +98,15 @@ def checked(run_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
     Adds ``job_detail`` (one line naming the job and its state). A job the
     scheduler no longer runs while the status says queued or running reads as
     failed with the scheduler's reason (or stopped, when a stop was asked of a
-    job that never started); a job requeued after its trainer stopped (preemption,
-    ``scontrol requeue``) reads as queued again. When the scheduler can't be asked,
+    job that never started), and so does a trainer that stopped with a checkpoint
+    on a TERM workbench did not send, when the job then ended cancelled or timed
+    out rather than completed; a job requeued after its trainer stopped
+    (preemption, ``scontrol requeue``) reads as queued again. When the scheduler can't be asked,
     the status shows as written.
     """
     state = status.get("state")
-    requeue_possible = state == "stopped" and not _user_stopped(status)
-    if state not in runs.ACTIVE and not requeue_possible:
+    unasked_stop = state == "stopped" and not _user_stopped(status)  # requeued, timed out or cancelled?
+    if state not in runs.ACTIVE and not unasked_stop:
         return status
     launcher = _launcher_of(run_dir, status.get("launcher"))
     if launcher is None or launcher.liveness is None:
@@ -115,11 +117,15 @@ def checked(run_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
     if live.alive is None:
         return out
     if live.alive:
-        if requeue_possible and live.waiting:
-            out.update(state="queued", requeued=True)
+        if unasked_stop and live.waiting:
+            out.update(state="queued", requeued=True)  # it resumes from its checkpoint when it starts
         return out
-    if state == "stopped":
-        return out
+    if unasked_stop:
+        if live.reason in ("", "vanished"):
+            return out  # stopped on the signal ahead of the time limit, and the job ended well
+        return dict(out, state="failed", error=live.detail, error_kind=live.reason,
+                    hint="the trainer saved a checkpoint as the job ended; "
+                    "`workbench resume` submits it again from there")
     if state == "queued" and _user_stopped(status):
         return dict(out, state="stopped", cancelled=True)
     return dict(out, state="failed", error=live.detail, error_kind=live.reason or "vanished",
