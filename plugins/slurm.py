@@ -1,4 +1,4 @@
-"""The ``slurm`` launcher: runs handed to Slurm with ``sbatch``, watched with ``squeue``, stopped with ``scancel``.
+"""The ``slurm`` launcher: runs handed to Slurm (``sbatch``), watched (``squeue``), stopped (``scancel``).
 
 ``workbench run`` writes ``slurm.sh`` into the run folder and submits it at
 once; Slurm is the queue. The batch script ``exec``s the trainer (or, for

@@ -99,8 +99,8 @@ def _unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def slurm() -> Iterator[SlurmCluster]:
+@pytest.fixture(scope="session", name="slurm")
+def slurm_fixture() -> Iterator[SlurmCluster]:
     why = _unavailable()
     if why:
         if os.environ.get(REQUIRE_ENV) == "1":

@@ -8,6 +8,7 @@ The script-content and validation tests need no Slurm.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,14 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from slurm_cluster import SlurmCluster, slurm_fixture  # noqa: F401 - the `slurm` fixture
+from workbench_plugins import slurm as slurm_plugin
 
-from workbench import config, runs
+from workbench import config, launch, runs
 from workbench.config import ConfigError
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_cluster import SlurmCluster, slurm  # noqa: E402,F401 - the fixture
-
-from workbench_plugins import slurm as slurm_plugin  # noqa: E402
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "workbench" / "data" / "greentext"
 TIMEOUT = 240
@@ -54,6 +52,13 @@ train.save_every = 1000
 [experiments.held]
 train.steps = 6
 slurm.extra = ["--hold"]
+
+[experiments.multi]
+train.steps = 4
+train.eval_every = 4
+train.save_every = 4
+distributed.nnodes = 2
+distributed.rdzv_endpoint = "head:{port}"
 """
 
 
@@ -114,7 +119,8 @@ def test_multi_node_script_runs_srun_torchrun_with_the_allocations_rendezvous() 
 
     one_node = slurm_plugin.batch_script("/r/x/3", experiment("distributed.nproc_per_node = 2"))
     assert "srun" not in one_node
-    assert "-m torch.distributed.run --nproc-per-node=2 --nnodes=1 --standalone -m workbench.train" in one_node
+    assert ("-m torch.distributed.run --nproc-per-node=2 --nnodes=1 --standalone -m workbench.train"
+            in one_node)
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -137,8 +143,15 @@ def test_slurm_settings_are_validated_strictly(line: str, message: str) -> None:
 @pytest.fixture(scope="module")
 def project(slurm: SlurmCluster, tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("slurm-project")
-    (root / "experiments.toml").write_text(TOML.format(model=tiny_llama_dir, data=SAMPLE_DIR))
+    toml = TOML.format(model=tiny_llama_dir, data=SAMPLE_DIR, port=free_port())
+    (root / "experiments.toml").write_text(toml)
     return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def env(slurm: SlurmCluster) -> dict[str, str]:
@@ -161,7 +174,8 @@ def submit(project: Path, slurm: SlurmCluster, name: str) -> tuple[runs.Run, str
     return run, job
 
 
-def wait_for(predicate, what: str, slurm: SlurmCluster, run: runs.Run | None = None, timeout: float = TIMEOUT):
+def wait_for(predicate, what: str, slurm: SlurmCluster, run: runs.Run | None = None,
+             timeout: float = TIMEOUT):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -275,3 +289,22 @@ def test_the_local_queue_never_holds_or_counts_slurm_runs(project: Path, slurm: 
         assert queue.queued(project / "runs") == []
     finally:
         slurm.cmd("scancel", job)
+
+
+def test_the_multi_node_script_trains_through_srun_and_torchrun_on_a_one_node_allocation(
+        project: Path, slurm: SlurmCluster) -> None:
+    # The two-node script, allocated one node (an sbatch option overrides #SBATCH): srun starts
+    # one torchrun, which takes its rendezvous from the allocation and runs the trainer as rank 0.
+    cfg = config.load(project / "experiments.toml")
+    run_dir = launch.prepare(cfg, "multi", project / "runs")
+    script = slurm_plugin.batch_script(str(run_dir), cfg.get("multi").model_dump(mode="json"))
+    assert "exec srun" in script
+    (run_dir / "slurm.sh").write_text(script)
+    job = slurm.cmd("sbatch", "--parsable", "--nodes=1", str(run_dir / "slurm.sh")).strip()
+    runs.write_status(run_dir, launcher="slurm", job_id=job)  # what `workbench run` records
+    run = runs.resolve(project / "runs", f"multi#{run_dir.name}")
+    status = wait_for(lambda: (st := run.refresh().status)["state"] == "finished" and st,
+                      "the srun + torchrun run to finish", slurm, run)
+    assert status["world_size"] == 1
+    assert [e["step"] for e in events(run, "train")] == [1, 2, 3, 4]
+    wait_for(lambda: slurm.job_state(job) == "COMPLETED", "the job to complete", slurm, run)

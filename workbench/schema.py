@@ -82,7 +82,7 @@ SLURM_MANAGED = ("--output", "--error", "--open-mode", "--signal", "--requeue", 
 
 
 def slurm_time_seconds(value: str) -> int:
-    """Seconds in a Slurm time limit (``"90"`` minutes, ``"1:30:00"``, ``"2-00:00"``); ValueError if malformed."""
+    """Seconds in a Slurm time limit (``"90"`` minutes, ``"1:30:00"``, ``"2-00:00"``); ValueError if bad."""
     m = _SLURM_TIME_RE.match(value.strip())
     if not m:
         raise ValueError(f"time {value!r}: use MINUTES, HH:MM:SS, MM:SS or DAYS-HH[:MM[:SS]]")
