@@ -250,8 +250,11 @@ def test_a_job_slurm_kills_reads_as_failed_with_the_reason(project: Path, slurm:
     slurm.cmd("scancel", "--signal=KILL", "--full", job)
     ended = wait_for(lambda: (state := slurm.job_state(job)) not in ("RUNNING", "COMPLETING") and state,
                      "Slurm to end the job", slurm, run, timeout=90)
-    status = run.refresh().status
-    assert status["state"] == "failed", status
+    # read within a few seconds (squeue answers are cached for a second), then for good
+    status = wait_for(lambda: (st := run.refresh().status)["state"] == "failed" and st,
+                      "the run to read failed", slurm, run, timeout=10)
+    time.sleep(slurm_plugin.CACHE_S)
+    assert run.refresh().state == "failed"
     assert status["error"].startswith(f"slurm job {job} {ended}")
     assert status["error_kind"] == ended.lower()
     shown = workbench(project, slurm, "status", run.ref).stdout
