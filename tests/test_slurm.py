@@ -137,6 +137,14 @@ def test_slurm_settings_are_validated_strictly(line: str, message: str) -> None:
     assert message in str(err.value)
 
 
+def test_the_tui_run_panel_names_the_job_and_its_state() -> None:
+    from workbench.widgets.run_panel import banner_text
+
+    status = {"state": "running", "job_id": "7", "job_detail": "slurm job 7 running on node3"}
+    banner = banner_text(runs.Run("x", "1", Path("/nonexistent"), status), [])
+    assert banner is not None and "slurm job 7 running on node3" in banner.plain
+
+
 # --- against the real Slurm ----------------------------------------------------------------
 
 
@@ -216,6 +224,9 @@ def test_a_held_job_reads_queued_with_its_reason_and_stop_cancels_it(project: Pa
     run, job = submit(project, slurm, "held")
     shown = workbench(project, slurm, "status", run.ref).stdout
     assert f"queued · slurm job {job} pending (JobHeldUser)" in shown
+    listed = workbench(project, slurm, "list").stdout
+    assert any(run.ref in line and f"queued · slurm job {job} pending (JobHeldUser)" in line
+               for line in listed.splitlines()), listed
     stopped = workbench(project, slurm, "stop", run.ref)
     assert stopped.returncode == 0, stopped.stderr
     assert run.refresh().state == "stopped" and run.status.get("cancelled")
