@@ -239,7 +239,8 @@ def started_training(run: runs.Run, slurm: SlurmCluster) -> None:
              slurm, run)
 
 
-def test_stop_makes_the_trainer_checkpoint_and_end_stopped(project: Path, slurm: SlurmCluster) -> None:
+def test_stop_makes_the_trainer_checkpoint_and_end_stopped_and_resume_submits_again(
+        project: Path, slurm: SlurmCluster) -> None:
     run, job = submit(project, slurm, "long")
     started_training(run, slurm)
     assert f"slurm job {job} running on {slurm.node}" in workbench(project, slurm, "status").stdout
@@ -253,6 +254,16 @@ def test_stop_makes_the_trainer_checkpoint_and_end_stopped(project: Path, slurm:
     assert (run.path / runs.CHECKPOINTS / f"checkpoint-{step}").is_dir()
     wait_for(lambda: slurm.job_state(job) == "COMPLETED", "the job to complete", slurm, run)
     assert run.refresh().state == "stopped"
+
+    resumed = workbench(project, slurm, "resume", run.ref)  # a new job, from the checkpoint
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run.ref} from checkpoint-{step}" in resumed.stdout
+    new_job = run.refresh().status["job_id"]
+    assert new_job != job and not run.status.get("stop_requested")
+    wait_for(lambda: events(run, "resume"), "the new job to resume", slurm, run)
+    assert events(run, "resume")[0]["from_step"] == step
+    assert workbench(project, slurm, "stop", run.ref, "--wait", "120").returncode == 0
+    assert run.refresh().state == "stopped" and run.status["step"] >= step
 
 
 def test_a_job_slurm_kills_reads_as_failed_with_the_reason(project: Path, slurm: SlurmCluster) -> None:
