@@ -129,6 +129,7 @@ def test_multi_node_script_runs_srun_torchrun_with_the_allocations_rendezvous() 
     ('slurm.extra = ["exclusive"]', "is not an sbatch option"),
     ('slurm.mem = "lots"', "slurm.mem"),
     ("slurm.gpus_per_node = 0", "slurm.gpus_per_node"),
+    ('slurm.time = "2"\nslurm.signal_before = 120', "signal_before (120 s) must be shorter than time ('2')"),
     ('slurm.partiton = "gpu"', "slurm.partiton: unknown key (did you mean 'partition'?)"),
 ])
 def test_slurm_settings_are_validated_strictly(line: str, message: str) -> None:

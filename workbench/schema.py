@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TRACKERS = ("tensorboard", "wandb", "trackio")
@@ -127,6 +127,13 @@ class SlurmSettings(Strict):
             if option.split("=", 1)[0] in SLURM_MANAGED:
                 raise ValueError(f"{option!r}: the slurm launcher sets {option.split('=', 1)[0]} itself")
         return value
+
+    @model_validator(mode="after")
+    def _signal_inside_time(self) -> SlurmSettings:
+        if self.time is not None and self.signal_before >= slurm_time_seconds(self.time):
+            raise ValueError(f"signal_before ({self.signal_before} s) must be shorter than time "
+                             f"({self.time!r}): the trainer is told to checkpoint that long before the end")
+        return self
 
 
 class Experiment(Strict):
