@@ -8,6 +8,7 @@ The script-content and validation tests need no Slurm.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -144,6 +145,19 @@ def test_the_tui_run_panel_names_the_job_and_its_state() -> None:
     status = {"state": "running", "job_id": "7", "job_detail": "slurm job 7 running on node3"}
     banner = banner_text(runs.Run("x", "1", Path("/nonexistent"), status), [])
     assert banner is not None and "slurm job 7 running on node3" in banner.plain
+
+
+def test_without_sbatch_run_says_so_in_one_line_and_the_run_reads_failed(tmp_path: Path) -> None:
+    (tmp_path / "experiments.toml").write_text(TOML.format(model=tmp_path, data=SAMPLE_DIR, port=1))
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent))  # no Slurm commands on it
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", "run", "short"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "workbench: error: short#1: could not submit: sbatch not found: the slurm launcher needs "
+        "Slurm's commands on this machine (a login node of the cluster)"]
+    run = runs.resolve(tmp_path / "runs", "short#1")
+    assert (run.state, run.status["error_kind"]) == ("failed", "submit")
 
 
 # --- against the real Slurm ----------------------------------------------------------------
