@@ -1,7 +1,9 @@
 """Build the pieces of one training run: precision, model + LoRA, SFTConfig, SFTTrainer.
 
-Settings follow the hardware: fp32 on a CPU, bf16 where the GPU has it,
-fp16 on other GPUs, and no gradient checkpointing unless asked. TRL's own
+Settings follow the hardware: fp32 on a CPU, bf16 where the GPU computes it
+natively (compute capability 8.0 and up: A100, L4, H100), fp16 on older GPUs
+(T4, V100), where bf16 is only emulated (no tensor cores, the slowest attention
+kernel), and no gradient checkpointing unless asked. TRL's own
 defaults (bf16 and gradient checkpointing on) cost about 2x on a CPU with native
 bf16 (measured) and more on hardware that emulates it,
 so both are always passed explicitly.
@@ -15,7 +17,7 @@ from typing import Any
 
 from workbench import runs
 from workbench.api import Backend
-from workbench.train import sources
+from workbench.train import ranks, sources
 from workbench.train.errors import UserError
 
 
@@ -64,12 +66,30 @@ def choose_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
     return requested
 
 
+def native_bf16() -> bool:
+    """Whether this process's GPU computes bf16 natively (not merely emulates it).
+
+    The probe looks at this rank's own GPU (``LOCAL_RANK``), made current first:
+    ``torch.cuda.is_bf16_supported()`` with its default ``including_emulation=True``
+    says yes on a T4 or V100 and allocates a test tensor on the current device,
+    which before ``set_device`` is GPU 0 in every rank of a multi-GPU run.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    local = ranks.local_rank()
+    if local < torch.cuda.device_count():
+        torch.cuda.set_device(local)
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
 def detect_hardware(requested: str) -> Hardware:
+    """The device and the precision ``requested`` (``train.precision``) resolves to on it."""
     import torch
 
     cuda = torch.cuda.is_available()
-    bf16 = bool(cuda and torch.cuda.is_bf16_supported())
-    return Hardware(cuda=cuda, precision=choose_precision(requested, cuda, bf16))
+    return Hardware(cuda=cuda, precision=choose_precision(requested, cuda, cuda and native_bf16()))
 
 
 def load_model(backend: Backend, experiment: Any, hardware: Hardware) -> tuple[Any, Any]:
