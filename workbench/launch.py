@@ -17,11 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workbench import jobs, queue, runs
+from workbench import jobs, processes, queue, runs
 from workbench.config import Config
 from workbench.runs import Run, RunError
 
 TERMINAL = ("finished", "failed", "stopped")
+SHUTDOWN_TIMEOUT_S = 300  # torchrun's grace for ranks after the agent is signalled (default 30)
+STARTUP_GRACE_S = 10.0  # a run stopped while starting: SIGTERM, then SIGKILL after this
 
 
 class LaunchError(RunError):
@@ -91,8 +93,13 @@ def spawn(run_dir: Path, resume: bool = False, gpus: list[str] | None = None) ->
     """Start the training process for ``run_dir`` now, in its own session, output to train.log."""
     cmd = command(run_dir, resume)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # torchrun (and multi-process accelerate) give the ranks this long to finish after the
+    # agent itself is signalled, then SIGKILL them: 30 s by default, less than a checkpoint
+    # with its samples may take. `workbench stop` signals the ranks, not the agent.
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    processes.clear_ranks(run_dir)
     with open(run_dir / runs.LOG, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -100,7 +107,8 @@ def spawn(run_dir: Path, resume: bool = False, gpus: list[str] | None = None) ->
         )
     runs.write_status(
         run_dir, only_if=("queued", "stopped", "failed"), state="running", pid=proc.pid,
-        pid_start=runs.process_start_time(proc.pid), pgid=proc.pid, launched=time.time(), gpus=gpus or [],
+        pid_start=runs.process_start_time(proc.pid), pgid=proc.pid,
+        pgid_start=runs.process_start_time(proc.pid), launched=time.time(), gpus=gpus or [],
         error=None, error_kind=None, hint=None, exit_code=None, ended=None, resume_on_start=None,
         stop_requested=None,
     )
@@ -110,21 +118,58 @@ def spawn(run_dir: Path, resume: bool = False, gpus: list[str] | None = None) ->
 
 
 def stop(run: Run) -> None:
-    """Ask a running run to stop: it checkpoints, writes ``stopped`` and exits."""
+    """Ask a running run to stop: each rank checkpoints, the run writes ``stopped`` and exits.
+
+    SIGTERM goes once to each rank that has its stop handler installed (see
+    :mod:`workbench.processes`), whatever the launcher. A run with no such rank yet
+    is still starting: nothing is trained, so it is ended at once and marked ``stopped``.
+    Only processes verified by their start time are ever signalled.
+    """
     status = run.refresh().status
     if jobs.is_submitted(status):
         return jobs.stop(run)
     if status.get("state") != "running":
         raise LaunchError(f"{run.ref} is {run.state}, not running")
-    # One SIGTERM to the launcher (the session leader): the trainer itself for `python`,
-    # the agent for torchrun/accelerate, which forwards it once to every rank. Signalling
-    # the whole group would give ranks two, and a second SIGTERM means "stop now, no checkpoint".
-    leader = status.get("pgid") or status["pid"]
+    ready = processes.ready_ranks(run.path)
+    if ready and len(ready) >= _local_ranks(run.path):
+        runs.write_status(run.path, stop_requested=time.time())
+        processes.send(ready, signal.SIGTERM)
+        return
+    leader = processes.verified_leader(run.path, status)
+    if leader is None:
+        if ready:  # the launcher is gone but ranks are not: they can still checkpoint
+            runs.write_status(run.path, stop_requested=time.time())
+            processes.send(ready, signal.SIGTERM)
+            return
+        raise LaunchError(f"{run.ref}: its process is already gone")
+    stop_while_starting(run, leader)
+
+
+def _local_ranks(run_dir: Path) -> int:
+    """How many ranks of the run start on this machine (``distributed.nproc_per_node``)."""
+    experiment = runs.read_config(run_dir).get("experiment") or {}
+    if experiment.get("launcher", "python") == "python":
+        return 1
     try:
-        os.kill(leader, signal.SIGTERM)
-    except ProcessLookupError:
-        raise LaunchError(f"{run.ref}: its process is already gone") from None
+        return max(1, int((experiment.get("distributed") or {}).get("nproc_per_node", 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
+def stop_while_starting(run: Run, leader: processes.Proc) -> None:
+    """End a run whose ranks can't take a stop request yet, and record it ``stopped``.
+
+    Its processes (the launcher's tree, ranks that did register) get SIGTERM, then
+    SIGKILL after :data:`STARTUP_GRACE_S`; nothing had been trained, so nothing is lost.
+    """
     runs.write_status(run.path, stop_requested=time.time())
+    processes.end_all(processes.descendants([leader.pid]) + processes.ready_ranks(run.path),
+                      grace=STARTUP_GRACE_S)
+    message = "stopped while starting, before any training"
+    after = runs.write_status(run.path, only_if=("running",), state="stopped", ended=time.time(),
+                              exit_code=None, stopped_while_starting=True)
+    if after.get("stopped_while_starting") and after.get("state") == "stopped":
+        runs.append_event(run.path, "status", state="stopped", message=message)
 
 
 def resume(run: Run, max_parallel: int | None = None) -> Run:

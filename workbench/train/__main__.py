@@ -19,14 +19,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         parser.error(f"{args.run_dir} is not a folder")
+    from workbench.train.signals import StopRequest
+
+    stop = StopRequest()  # first: a SIGTERM from here on is a request, not death
+    restore = stop.install()
+
     from workbench.train.sources import network_for_run
 
     network_for_run(args.run_dir)  # offline unless the run needs the hub, before heavy imports
+    from workbench.processes import register_rank
+    from workbench.train.ranks import rank
     from workbench.train.runner import run
-    from workbench.train.signals import StopRequest
 
-    stop = StopRequest()
-    restore = stop.install()
+    register_rank(args.run_dir, rank())  # `workbench stop` now signals this process
     try:
         return run(args.run_dir, resume=args.resume, stop=stop)
     finally:
