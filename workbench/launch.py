@@ -64,14 +64,29 @@ def start(config: Config, name: str, root: Path, plugins_dir: Path | None = None
 
     On an idle machine that is at once: the scheduler picks it up within a poll.
     """
-    run_dir = prepare(config, name, root, plugins_dir)
     if jobs.submits(config.get(name).launcher, plugins_dir):  # Slurm queues it: not held back here
+        run_dir = prepare(config, name, root, plugins_dir)
         jobs.submit(run_dir)
         return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
     dist = config.get(name).distributed
+    refuse_more_gpus_than_the_machine(name, dist.nproc_per_node)
+    run_dir = prepare(config, name, root, plugins_dir)
     queue.enqueue(run_dir, gpus_needed=dist.nproc_per_node, max_parallel=max_parallel)
     queue.ensure_scheduler(root)
     return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
+
+
+def refuse_more_gpus_than_the_machine(what: str, nproc_per_node: int) -> None:
+    """A run needing more GPUs than this machine has would wait in the queue forever: refuse it.
+
+    A machine without GPUs runs every process on the CPU, so any count is possible there.
+    """
+    gpus = queue.visible_gpus()
+    if gpus and nproc_per_node > len(gpus):
+        raise LaunchError(
+            f"{what}: distributed.nproc_per_node = {nproc_per_node}, but this machine has "
+            f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({', '.join(gpus)}); "
+            "lower it, or run on a machine with more GPUs")
 
 
 def command(run_dir: Path, resume: bool = False) -> list[str]:
@@ -182,6 +197,7 @@ def resume(run: Run, max_parallel: int | None = None) -> Run:
     if jobs.is_submitted(status):
         return jobs.resubmit(run)
     dist = runs.read_config(run.path).get("experiment", {}).get("distributed") or {}
+    refuse_more_gpus_than_the_machine(run.ref, dist.get("nproc_per_node", 1))
     runs.write_status(run.path, state="queued", resume_on_start=True, cancelled=None)
     queue.enqueue(run.path, gpus_needed=dist.get("nproc_per_node", 1), max_parallel=max_parallel)
     queue.ensure_scheduler(run.path.parent.parent)

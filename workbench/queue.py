@@ -158,6 +158,11 @@ def step(root: Path, gpus: list[str]) -> bool:
         if not waiting:
             return False
         head = waiting[0]
+        need = int(head.status.get("gpus_needed") or 1)
+        if gpus and need > len(gpus):  # would wait forever (the GPUs changed since it was queued)
+            runs.write_status(head.path, state="failed", error_kind="config", ended=time.time(),
+                              error=f"needs {need} GPUs; this machine has {len(gpus)}")
+            continue
         running = [r.status for r in runs.list_runs(root)
                    if r.state == "running" and not jobs.is_submitted(r.status)]
         assigned = plan(head.status, running, gpus)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TRACKERS = ("tensorboard", "wandb", "trackio")
@@ -150,6 +151,18 @@ class Experiment(Strict):
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     evaluators: list[str] = Field(default_factory=lambda: ["perplexity", "bits_per_byte", "samples"])
     prompts: list[str] = Field(default_factory=list)
+
+    @field_validator("distributed")
+    @classmethod
+    def _one_process_launcher(cls, value: DistributedSettings, info: ValidationInfo
+                              ) -> DistributedSettings:
+        """``python`` starts one process: given two GPUs, SFTTrainer refuses DataParallel."""
+        if info.data.get("launcher", "python") == "python" and value.nproc_per_node > 1:
+            raise PydanticCustomError(
+                "one_process", "launcher 'python' starts one process: for "
+                "distributed.nproc_per_node = {n} use launcher = 'torchrun' or 'accelerate'",
+                {"n": value.nproc_per_node})
+        return value
 
 
 _SPLIT_RE = re.compile(r"^\s*(\w[\w.-]*)\s*(?:\[\s*(-?\d*)\s*(%?)\s*:\s*(-?\d*)\s*(%?)\s*\])?\s*$")
