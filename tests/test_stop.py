@@ -81,14 +81,16 @@ def test_stop_reaches_every_trainer_and_leaves_no_process(tmp_path, tiny_llama_d
     wait_until(lambda: (run.refresh().status.get("step") or 0) >= 2, 240,
                lambda: f"{run.state}: " + "\n".join(runs.tail_log(run.path, 30)))
     procs = processes.of_run(run.path, run.status)
-    assert len(processes.ready_ranks(run.path)) == nproc, "every rank registered itself"
-
-    result = workbench(cwd, "stop", "x#1", "--wait", "200")
-    assert result.returncode == 0, result.stderr
-    status = run.refresh().status
-    assert status["state"] == "stopped", "\n".join(runs.tail_log(run.path, 30))
-    assert (run.path / runs.CHECKPOINTS / f"checkpoint-{status['step']}").is_dir()
-    assert processes.wait_gone(procs, 30), f"left behind: {[p for p in procs if p.alive()]}"
+    try:
+        assert len(processes.ready_ranks(run.path)) == nproc, "every rank registered itself"
+        result = workbench(cwd, "stop", "x#1", "--wait", "200")
+        assert result.returncode == 0, result.stderr
+        status = run.refresh().status
+        assert status["state"] == "stopped", "\n".join(runs.tail_log(run.path, 30))
+        assert (run.path / runs.CHECKPOINTS / f"checkpoint-{status['step']}").is_dir()
+        assert processes.wait_gone(procs, 30), f"left behind: {[p for p in procs if p.alive()]}"
+    finally:  # a failing stop must not leave a trainer running on the machine
+        processes.end_all(procs, grace=5)
     stopped = [e for e in runs.read_events(run.path) if e["type"] == "status"
                and e["state"] == "stopped"]
     assert len(stopped) == 1 and "checkpoint" in stopped[0]["message"]
