@@ -143,6 +143,14 @@ def test_eval_events_have_finite_perplexity_and_bits_per_byte(finished: Path) ->
     assert status["last_eval"]["step"] == STEPS
 
 
+def test_training_and_evaluation_peak_memory_are_reported_apart(finished: Path) -> None:
+    train_events = events(finished, "train")
+    assert all(e["peak_mem_gb"] > 0 for e in train_events), "the CPU's resident peak"
+    assert "eval_peak_mem_gb" not in train_events[0] and "eval_peak_mem_gb" in train_events[10]
+    status = runs.read_status(finished)
+    assert status["peak_mem_gb"] > 0 and status["eval_peak_mem_gb"] > 0
+
+
 def test_checkpoints_and_samples(finished: Path) -> None:
     checkpoints = events(finished, "checkpoint")
     assert [c["step"] for c in checkpoints] == [20, 40]

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from workbench.train import ranks
 from workbench.train.evaluation import Evaluations
+from workbench.train.memory import PeakMemory
 from workbench.train.signals import StopRequest
 
 
@@ -30,6 +31,7 @@ class EventCallback(TrainerCallback):
         self.evals = evaluations
         self.stop = stop
         self.cuda = cuda
+        self.memory = PeakMemory.for_device(cuda)
         self.stopped = False
         self.max_steps = experiment.train.steps
         self.pending_eval = False
@@ -98,13 +100,11 @@ class EventCallback(TrainerCallback):
             "grad_norm": logs.get("grad_norm"), "tokens": tokens,
             "tokens_per_s": round(rate, 1), "epoch": state.epoch,
         }
-        if self.cuda:
-            import torch
-
-            fields["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+        memory = self.memory.fields()
+        fields.update(memory)
         ranks.event(self.run_dir, "train", **fields)
         ranks.status(self.run_dir, step=step, max_steps=self.max_steps,
-                     tokens_per_s=fields["tokens_per_s"], loss=logs["loss"])
+                     tokens_per_s=fields["tokens_per_s"], loss=logs["loss"], **memory)
         lr = fields["lr"]
         grad = fields["grad_norm"]
         print(f"step {step}/{self.max_steps}  loss {logs['loss']:.4f}"
@@ -115,7 +115,8 @@ class EventCallback(TrainerCallback):
     def _evaluate(self, model: Any, step: int) -> None:
         if not ranks.is_main():  # other ranks wait for rank 0 at the next all-reduce
             return
-        event = self.evals.evaluate(model, step)
+        with self.memory.evaluation():
+            event = self.evals.evaluate(model, step)
         if event is None:
             return
         write_eval_status(self.run_dir, self.evals, event)
@@ -134,7 +135,8 @@ class EventCallback(TrainerCallback):
         print(f"checkpoint {name}", flush=True)
         # Stopping: leave fast. Last step: the final samples follow right after training.
         if not self.stopped and step < self.max_steps and ranks.is_main():
-            self.evals.samples(kwargs["model"], step, name)
+            with self.memory.evaluation():
+                self.evals.samples(kwargs["model"], step, name)
 
 
 def write_eval_status(run_dir: Path, evals: Evaluations, event: dict[str, Any]) -> None:

@@ -174,9 +174,10 @@ class Session:
             end_run(run_dir, self, "stopped", f"stopped at step {step} with a checkpoint",
                     **summary)
             return
-        self._finish(sft.model, tokenizer, evals, summary)
+        self._finish(sft.model, tokenizer, evals, summary, callback.memory)
 
-    def _finish(self, model: Any, tokenizer: Any, evals: Any, summary: dict[str, Any]) -> None:
+    def _finish(self, model: Any, tokenizer: Any, evals: Any, summary: dict[str, Any],
+                memory: Any) -> None:
         """Save the adapter, evaluate and sample one last time, mark the run finished."""
         from workbench.train.callback import eval_line, write_eval_status
 
@@ -186,11 +187,15 @@ class Session:
         adapter = run_dir / runs.ADAPTER
         model.save_pretrained(adapter)
         tokenizer.save_pretrained(adapter)
-        final = evals.evaluate(model, step)
-        if final is not None:
-            write_eval_status(run_dir, evals, final)
-            print(eval_line(final), flush=True)
-        evals.samples(model, step, "final")
+        training = memory.fields()  # before the final evaluation adds to the eval peak
+        with memory.evaluation():
+            final = evals.evaluate(model, step)
+            if final is not None:
+                write_eval_status(run_dir, evals, final)
+                print(eval_line(final), flush=True)
+            evals.samples(model, step, "final")
+        summary = {**summary, **training, **{k: v for k, v in memory.fields().items()
+                                             if k.startswith("eval_")}}
         metrics = {k: v for k, v in (final or {}).items() if k not in ("type", "time")}
         end_run(run_dir, self, "finished",
                 f"{step} steps in {summary['train_seconds']:.0f}s, "
