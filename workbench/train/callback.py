@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from workbench.train import ranks
 from workbench.train.evaluation import Evaluations
+from workbench.train.loss_scale import LossScaleWatch
 from workbench.train.memory import PeakMemory
 from workbench.train.signals import StopRequest
 
@@ -32,6 +33,7 @@ class EventCallback(TrainerCallback):
         self.stop = stop
         self.cuda = cuda
         self.memory = PeakMemory.for_device(cuda)
+        self.loss_scale = LossScaleWatch()  # the runner hands it fp16's grad scaler
         self.stopped = False
         self.max_steps = experiment.train.steps
         self.pending_eval = False
@@ -58,6 +60,7 @@ class EventCallback(TrainerCallback):
         self.session_seconds += elapsed
         self.session_tokens = state.num_input_tokens_seen - self.session_start_tokens
         step = state.global_step
+        self._watch_loss_scale(step)
         if ranks.agree(self.stop.requested):
             self.stopped = True
             control.should_save = True
@@ -70,6 +73,14 @@ class EventCallback(TrainerCallback):
                 self.pending_eval = True  # after this step's train event, in on_log
             else:
                 self._evaluate(kwargs["model"], step)
+
+    def _watch_loss_scale(self, step: int) -> None:
+        skipped = self.loss_scale.observe(step)
+        if skipped is None or not ranks.is_main():
+            return
+        ranks.event(self.run_dir, "status", state="running", step=step, message=skipped.message())
+        ranks.status(self.run_dir, **self.loss_scale.fields())
+        print(skipped.message(), flush=True)
 
     @property
     def tokens_per_s(self) -> float:
@@ -101,7 +112,7 @@ class EventCallback(TrainerCallback):
             "tokens_per_s": round(rate, 1), "epoch": state.epoch,
         }
         memory = self.memory.fields()
-        fields.update(memory)
+        fields.update(memory, **self.loss_scale.fields())
         ranks.event(self.run_dir, "train", **fields)
         ranks.status(self.run_dir, step=step, max_steps=self.max_steps,
                      tokens_per_s=fields["tokens_per_s"], loss=logs["loss"], **memory)

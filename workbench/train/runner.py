@@ -138,6 +138,7 @@ class Session:
         from workbench.train import trainer as build
         from workbench.train.callback import EventCallback
         from workbench.train.evaluation import Evaluations
+        from workbench.train.loss_scale import LossScaleWatch
 
         _quiet_libraries()
         exp, run_dir = self.exp, self.run_dir
@@ -160,6 +161,7 @@ class Session:
         callback = EventCallback(run_dir, exp, evals, self.stop, cuda=hardware.cuda)
         sft = build.build_trainer(model, tokenizer, train_texts,
                                   build.sft_config(exp, run_dir, hardware), [callback])
+        callback.loss_scale = LossScaleWatch(getattr(sft.accelerator, "scaler", None))
         if self.stop.requested:  # asked to stop while loading: nothing trained, nothing to save
             end_run(run_dir, self, "stopped", "stopped before training")
             return

@@ -49,6 +49,10 @@ def banner_text(run: Run, log_tail: list[str]) -> Text | None:
         text.append("◐ stopping: the run saves a checkpoint, then exits", style="yellow")
     if st.get("job_detail") and state != "failed":  # a run handed to Slurm: its job and where it is
         text.append(("\n" if text else "") + f"⧗ {st['job_detail']}", style="cyan")
+    if st.get("skipped_steps"):  # fp16: steps the grad scaler threw away (see train/loss_scale.py)
+        text.append("\n" if text else "")
+        text.append(f"⚠ fp16: {st['skipped_steps']} steps skipped on non-finite gradients "
+                    f"(loss scale {st.get('loss_scale', 0):g})", style="yellow")
     for failure in st.get("plugin_failures") or []:
         if text:
             text.append("\n")
