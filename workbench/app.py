@@ -355,7 +355,7 @@ class WorkbenchApp(App[int]):
     def _apply_runs(self, found: dict[str, list[Run]]) -> None:
         self.runs_by_exp = found
         active = [r for runs in found.values() for r in runs if r.state == "running"]
-        self._run_pids = {r.status["pid"]: r.ref for r in active if isinstance(r.status.get("pid"), int)}
+        self._run_pids = gpus_mod.run_pids((r.ref, r.status) for r in active)
         self._run_gpus = {str(g): r.ref for r in active for g in r.status.get("gpus") or []}
         waiting = sorted((r for runs in found.values() for r in runs if r.state == "queued"),
                          key=lambda r: r.status.get("queue_seq") or 0)

@@ -1,21 +1,24 @@
 """The machine at a glance: each GPU's memory and utilisation, and which run holds it.
 
 Reads ``nvidia-smi`` in CSV mode (two queries: the GPUs, then the compute
-processes) and maps each process to a run through its session: a run is
-started in its own session (``launch.start`` uses ``start_new_session``), so
-every process it spawns (torchrun workers, dataloader children) carries the
-run's pid as its session id. On a machine without ``nvidia-smi`` every
-function quietly returns nothing. Standard library only; the TUI calls
-:func:`query` from a worker thread, never the UI thread.
+processes) and maps each process to a run through its ancestry: a process
+belongs to the run whose trainer or launcher (``pid`` or ``pgid`` in its
+status) it is or descends from. Sessions would not do: torch's elastic agent
+(torchrun, multi-process accelerate) starts every rank in a session of its
+own. On a machine without ``nvidia-smi`` every function quietly returns
+nothing. Standard library only; the TUI calls :func:`query` from a worker
+thread, never the UI thread.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from typing import Any
+
+from workbench import processes
 
 GPU_FIELDS = "index,uuid,name,memory.used,memory.total,utilization.gpu"
 APP_FIELDS = "pid,gpu_uuid,used_memory"
@@ -97,24 +100,24 @@ def parse_apps(text: str) -> list[GpuProcess]:
     return apps
 
 
-def session_id(pid: int) -> int | None:
-    """The session id of ``pid`` from ``/proc`` (``None`` when it can't be read)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    try:
-        return int(fields[3])  # state, ppid, pgrp, session
-    except (IndexError, ValueError):
-        return None
+session_id = processes.session_id
+
+
+def run_pids(active: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[int, str]:
+    """``{pid: run ref}`` for running runs: the trainer (rank 0) and the launcher (``pgid``)."""
+    out: dict[int, str] = {}
+    for ref, status in active:
+        for key in ("pgid", "pid"):
+            if isinstance(status.get(key), int):
+                out[status[key]] = ref
+    return out
 
 
 def attach(
     gpus: list[Gpu],
     apps: list[GpuProcess],
     run_pids: Mapping[int, str],
-    session_of: Callable[[int], int | None] = session_id,
+    ancestors_of: Callable[[int], list[int]] = processes.ancestors,
     reserved: Mapping[str, str] | None = None,
 ) -> list[Gpu]:
     """Give each GPU its processes, each labelled with the run (``exp#n``) it belongs to.
@@ -125,10 +128,7 @@ def attach(
     """
     by_uuid: dict[str, list[GpuProcess]] = {}
     for app in apps:
-        run = run_pids.get(app.pid)
-        if run is None:
-            sid = session_of(app.pid)
-            run = run_pids.get(sid) if sid is not None else None
+        run = next((run_pids[p] for p in ancestors_of(app.pid) if p in run_pids), None)
         by_uuid.setdefault(app.gpu_uuid, []).append(replace(app, run=run))
     out = []
     for gpu in gpus:

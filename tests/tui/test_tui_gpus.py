@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 from helpers import DATA
 
@@ -38,9 +39,9 @@ def test_parse_apps_and_attach_by_pid_and_session() -> None:
     apps = gpus.parse_apps((DATA / "nvidia_smi_apps.csv").read_text()
                           + "99, GPU-a81f3d07-2c6e-4b9a-9e14-0f5d8c2b6a73, 100\n")
     assert apps[0].pid == 48213 and apps[0].used_mib == 23640
-    # 48213 is a run's pid; 99 is a torchrun worker whose session is run 7000's
+    # 48213 is a run's pid; 99 is a torchrun worker, a child of run 7000's launcher
     attached = gpus.attach(gpu_list, apps, {48213: "baseline#3", 7000: "sweep#1"},
-                           session_of=lambda pid: 7000 if pid == 99 else None)
+                           ancestors_of=lambda pid: [99, 7000] if pid == 99 else [pid])
     assert attached[0].runs == ["baseline#3"]
     assert attached[1].runs == ["sweep#1"]
 
@@ -68,3 +69,24 @@ def test_query_without_nvidia_smi_is_quietly_empty() -> None:
     found = gpus.query({48213: "a#1"}, runner=lambda cmd: text if "--query-gpu" in cmd[1] else
                        (DATA / "nvidia_smi_apps.csv").read_text())
     assert found[0].runs == ["a#1"]
+
+
+def test_a_rank_in_a_session_of_its_own_maps_to_its_runs_launcher() -> None:
+    """torch's elastic agent starts each rank with start_new_session: the ancestry still tells."""
+    launcher = subprocess.Popen(
+        ["/bin/sh", "-c", "setsid sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        rank = int(launcher.stdout.readline())
+        deadline = time.monotonic() + 5
+        while gpus.session_id(rank) != rank:  # until setsid has run
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        uuid = "GPU-a81f3d07-2c6e-4b9a-9e14-0f5d8c2b6a73"
+        gpu_list = [gpus.Gpu(1, uuid, "NVIDIA H100", 1.0, 80.0, 0.0)]
+        pids = gpus.run_pids([("ddp#1", {"pid": 12345678, "pgid": launcher.pid})])
+        attached = gpus.attach(gpu_list, [gpus.GpuProcess(rank, uuid, 100.0)], pids)
+        assert attached[0].runs == ["ddp#1"]
+    finally:
+        os.kill(rank, 9)
+        launcher.wait()
