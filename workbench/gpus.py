@@ -175,3 +175,25 @@ def query(run_pids: Mapping[int, str] | None = None, runner: Runner = run_nvidia
         return []
     apps = parse_apps(runner(APP_COMMAND) or "")
     return attach(gpus, apps, run_pids or {}, reserved=reserved)
+
+
+def choose_gpu(found: list[Gpu], reserved: Iterable[str] = (),
+               visible: list[str] | None = None) -> int | None:
+    """The torch device index for work outside the queue (the generation worker).
+
+    A GPU the queue gave a run (``reserved``: indices or uuids) or that runs
+    compute processes comes last; among the rest, the one with the most free
+    memory. ``visible`` is ``CUDA_VISIBLE_DEVICES`` (``None`` when unset): torch
+    numbers only those, in that order. ``None`` when there is no GPU to choose.
+    """
+    taken = set(reserved)
+    order = [str(g.index) for g in found] if visible is None else list(visible)
+    candidates = []
+    for position, ident in enumerate(order):
+        gpu = next((g for g in found if ident in (str(g.index), g.uuid)), None)
+        if gpu is None:
+            continue
+        busy = str(gpu.index) in taken or gpu.uuid in taken or bool(gpu.processes)
+        free = (gpu.memory_total_mib or 0) - (gpu.memory_used_mib or 0)
+        candidates.append((busy, -free, position))
+    return min(candidates)[2] if candidates else None

@@ -30,6 +30,7 @@ worker reproduces a run's ``sample`` events. The worker exits on
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -113,6 +114,7 @@ class Worker:
         self.base_loads: Counter[str] = Counter()
         self.adapter_loads: Counter[str] = Counter()
         self.cancelled: set[str] = set()
+        self.runs_roots: set[Path] = set()  # where the queue's runs live, from the panes seen
 
     # --- output ---------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class Worker:
         """The loaded base and the adapter name (None: the untuned base) a pane asks for."""
         if pane.get("run_dir"):
             run_dir = Path(pane["run_dir"])
+            self.runs_roots.add(run_dir.resolve().parent.parent)
             spec = run_base(run_dir)
             path = adapter_path(run_dir, pane.get("checkpoint") or "final")
             base = self.base(rid, pane.get("pane"), spec)
@@ -222,11 +225,13 @@ class Worker:
         source = spec.get("model") or backend.resolve_default_model()
         with hub_for(str(source), offline_setting(spec)):
             check_hub_model(str(source))  # offline and not cached: fail now, before torch loads
-        hardware = detect_hardware(spec.get("precision") or "auto")
-        key = (name, str(source), hardware.precision)
+        key = (name, str(source), spec.get("precision") or "auto")
         if key in self.bases:
             self.bases.move_to_end(key)
             return self.bases[key]
+        while len(self.bases) >= MAX_BASES:
+            self.evict_oldest()
+        hardware = detect_hardware(spec.get("precision") or "auto", self.pick_gpu())
         self.send(id=rid, pane=pid, loading=f"{name}: {source}")
         experiment = spec.get("experiment")
         if isinstance(experiment, dict):
@@ -239,11 +244,34 @@ class Worker:
             model = model.to("cuda")
         model.eval()
         self.base_loads["|".join(key)] += 1
-        while len(self.bases) >= MAX_BASES:
-            self.bases.popitem(last=False)
         loaded = LoadedBase(key, model, tokenizer, hardware.autocast)
         self.bases[key] = loaded
         return loaded
+
+    def evict_oldest(self) -> None:
+        """Drop the least recently used base model and give its memory back (GPU included)."""
+        _, evicted = self.bases.popitem(last=False)
+        cuda = getattr(evicted.model, "device", None) is not None and evicted.model.device.type == "cuda"
+        del evicted
+        gc.collect()  # before the next base loads: never MAX_BASES + 1 models at once
+        if cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def pick_gpu(self) -> int | None:
+        """A GPU the queue is not using (else the least loaded), as a torch index; None on a CPU."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        from workbench import gpus, runs
+
+        reserved = {str(g) for root in self.runs_roots for run in runs.list_runs(root)
+                    if run.state == "running" for g in run.status.get("gpus") or []}
+        env = os.environ.get("CUDA_VISIBLE_DEVICES")
+        visible = None if env is None else [g.strip() for g in env.split(",") if g.strip()]
+        return gpus.choose_gpu(gpus.query(), reserved, visible)
 
     def adapter(self, base: LoadedBase, path: Path) -> str:
         """The name of ``path``'s adapter on ``base``, attaching it (again, if it changed on disk)."""

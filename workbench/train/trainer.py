@@ -66,30 +66,35 @@ def choose_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
     return requested
 
 
-def native_bf16() -> bool:
+def native_bf16(device: int | None = None) -> bool:
     """Whether this process's GPU computes bf16 natively (not merely emulates it).
 
-    The probe looks at this rank's own GPU (``LOCAL_RANK``), made current first:
-    ``torch.cuda.is_bf16_supported()`` with its default ``including_emulation=True``
-    says yes on a T4 or V100 and allocates a test tensor on the current device,
-    which before ``set_device`` is GPU 0 in every rank of a multi-GPU run.
+    The probe looks at this rank's own GPU (``LOCAL_RANK``, or ``device``), made
+    current first: ``torch.cuda.is_bf16_supported()`` with its default
+    ``including_emulation=True`` says yes on a T4 or V100 and allocates a test
+    tensor on the current device, which before ``set_device`` is GPU 0 in every
+    rank of a multi-GPU run.
     """
     import torch
 
     if not torch.cuda.is_available():
         return False
-    local = ranks.local_rank()
-    if local < torch.cuda.device_count():
-        torch.cuda.set_device(local)
+    index = ranks.local_rank() if device is None else device
+    if index < torch.cuda.device_count():
+        torch.cuda.set_device(index)
     return bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
-def detect_hardware(requested: str) -> Hardware:
-    """The device and the precision ``requested`` (``train.precision``) resolves to on it."""
+def detect_hardware(requested: str, device: int | None = None) -> Hardware:
+    """The device and the precision ``requested`` (``train.precision``) resolves to on it.
+
+    ``device`` (a CUDA index) is made current; by default the rank's own GPU.
+    """
     import torch
 
     cuda = torch.cuda.is_available()
-    return Hardware(cuda=cuda, precision=choose_precision(requested, cuda, cuda and native_bf16()))
+    return Hardware(cuda=cuda, precision=choose_precision(requested, cuda,
+                                                          cuda and native_bf16(device)))
 
 
 def load_model(backend: Backend, experiment: Any, hardware: Hardware) -> tuple[Any, Any]:
