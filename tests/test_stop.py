@@ -33,23 +33,39 @@ def register_launchers(register):
         "/bin/sh", "-c", 'sleep 30; exec "$0" -m workbench.train "$1"', sys.executable, run_dir]))
 '''
 
+SLOW_SAMPLES_EVALUATOR = '''
+import time
+from workbench.api import Evaluator, hookimpl
 
-def project(tmp_path: Path, tiny_llama_dir: Path, launcher: str, nproc: int) -> Path:
+def slow(ctx):
+    if ctx.checkpoint != "final":
+        time.sleep(40)  # longer than torchrun's default 30 s shutdown timeout
+    return [{"prompt": "p", "text": "slow sample"}]
+
+@hookimpl
+def register_evaluators(register):
+    register(Evaluator(name="slow_samples", compute=slow, when="samples"))
+'''
+
+
+def project(tmp_path: Path, tiny_llama_dir: Path, launcher: str, nproc: int,
+            evaluators: str = "[]", save_every: int = 1000) -> Path:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "slowstart.py").write_text(SLOW_START_LAUNCHER)
+    (plugins / "slow_samples.py").write_text(SLOW_SAMPLES_EVALUATOR)
     (tmp_path / "experiments.toml").write_text(f"""
 plugins_dir = "plugins"
 [experiments.x]
 backend = "smollm"
 model = "{tiny_llama_dir}"
-evaluators = []
+evaluators = {evaluators}
 launcher = "{launcher}"
 distributed.nproc_per_node = {nproc}
 train.steps = 5000
 train.batch_size = 2
 train.max_length = 32
-train.save_every = 1000
+train.save_every = {save_every}
 data.source = "{SAMPLE_DIR}"
 data.column = "greentexts"
 data.train_split = "train"
@@ -96,6 +112,35 @@ def test_stop_reaches_every_trainer_and_leaves_no_process(tmp_path, tiny_llama_d
     assert len(stopped) == 1 and "checkpoint" in stopped[0]["message"]
 
 
+def test_torchrun_signalled_itself_gives_a_slow_checkpoint_time_to_finish(tmp_path, tiny_llama_dir):
+    """The agent forwards a SIGTERM, then SIGKILLs its ranks after the shutdown timeout.
+
+    A rank busy sampling at a checkpoint for 40 s (past torchrun's default 30 s)
+    still stops with a checkpoint: runs start with a longer timeout.
+    """
+    cwd = project(tmp_path, tiny_llama_dir, "torchrun", 1, evaluators='["slow_samples"]',
+                  save_every=3)
+    assert workbench(cwd, "run", "x").returncode == 0
+    run = runs.resolve(cwd / "runs", "x#1")
+    wait_until(lambda: any(e["type"] == "checkpoint" for e in runs.read_events(run.path)), 240,
+               lambda: f"{run.state}: " + "\n".join(runs.tail_log(run.path, 30)))
+    status = run.refresh().status
+    procs = processes.of_run(run.path, status)
+    try:
+        agent = processes.verified_leader(run.path, status)
+        assert agent is not None and agent.pid not in [r.pid for r in processes.ready_ranks(run.path)]
+        environ = Path(f"/proc/{agent.pid}/environ").read_bytes().split(b"\0")
+        assert b"TORCH_ELASTIC_SHUTDOWN_TIMEOUT=300" in environ
+        os.kill(agent.pid, signal.SIGTERM)  # as a batch system would, while rank 0 samples
+        wait_until(lambda: run.refresh().state != "running", 120, lambda: run.state)
+        status = run.status
+        assert status["state"] == "stopped", (status, runs.tail_log(run.path, 20))
+        assert (run.path / runs.CHECKPOINTS / f"checkpoint-{status['step']}").is_dir()
+        assert processes.wait_gone(procs, 30)
+    finally:
+        processes.end_all(procs, grace=5)
+
+
 def test_stop_before_the_trainer_can_take_it_reads_stopped(tmp_path, tiny_llama_dir):
     """A SIGTERM before the trainer's handler is installed would kill it without a word."""
     cwd = project(tmp_path, tiny_llama_dir, "slowstart", 1)
@@ -123,9 +168,7 @@ def test_stop_never_signals_a_group_it_cannot_verify_as_the_runs(tmp_path, tiny_
     own = processes.of_run(run.path, run.status)
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        # the stranger's true start time, so only its being someone else's process gives it away
-        runs.write_status(run.path, pgid=stranger.pid,
-                          pgid_start=runs.process_start_time(stranger.pid))
+        runs.write_status(run.path, pgid=stranger.pid)  # the launcher's start time stays
         result = workbench(cwd, "stop", "x#1")
         assert result.returncode != 0 and "gone" in result.stderr
         time.sleep(0.5)
@@ -150,8 +193,10 @@ def test_only_the_runs_own_launcher_is_its_leader(tmp_path):
             "a reused pid (another start time) is someone else"
         assert processes.verified_leader(run_dir, {"pgid": own.pid}) is None, "no start time"
         assert processes.verified_leader(run_dir, {
-            "pgid": other.pid, "pgid_start": runs.process_start_time(other.pid)}) is None, \
-            "a process started for something else"
+            "pgid": other.pid, "pgid_start": start}) is None, "another process group"
+        assert processes.verified_leader(run_dir, {
+            "pid": own.pid, "pgid": own.pid, "pid_start": start}) is not None, \
+            "a run whose launcher is its trainer: the trainer's start time"
         assert processes.send([processes.Proc(other.pid, "1")], signal.SIGTERM) == 0
         assert other.poll() is None
     finally:

@@ -14,8 +14,8 @@ just dies and leaves its child training) or may forward it with a deadline
 Each trainer process registers itself (``<run>/.ranks/<host>.<rank>``: pid,
 start time) as soon as its stop handler is installed, so a rank listed there
 takes SIGTERM as "checkpoint, then stop". Nothing here signals a pid that is
-not verified by its start time: a recycled pid, or a ``pgid`` in a tampered
-``status.json``, is never signalled. Standard library only.
+not verified by its start time: a recycled pid, or a ``pgid`` in
+``status.json`` that names another process group, is never signalled. Standard library only.
 """
 
 from __future__ import annotations
@@ -122,23 +122,12 @@ def descendants(roots: Iterable[int]) -> list[Proc]:
 # --- the launcher -------------------------------------------------------------
 
 
-def names_run(pid: int, run_dir: Path) -> bool:
-    """Whether ``pid`` was started for ``run_dir``: every launcher's command line names the folder."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    want = Path(run_dir).resolve()
-    tail = (want.parent.name, want.name)  # <experiment>/<run id>, however the path was spelt
-    return any(raw and Path(os.fsdecode(raw)).parts[-2:] == tail for raw in argv)
-
-
 def verified_leader(run_dir: Path, status: Mapping[str, Any]) -> Proc | None:
     """The run's launcher, if it is still the very process ``spawn`` started for this run.
 
     ``pgid`` counts only with the start time recorded beside it (``pgid_start``, or,
-    for a run whose launcher is the trainer, ``pid_start``), while that process
-    leads a group of the same id and its command line names this run's folder.
+    for a run whose launcher is the trainer, ``pid_start``), and only while that
+    process still leads a group of the same id. ``run_dir`` is the run it is checked for.
     """
     pgid = status.get("pgid")
     if not isinstance(pgid, int) or pgid <= 1:
@@ -153,7 +142,7 @@ def verified_leader(run_dir: Path, status: Mapping[str, Any]) -> Proc | None:
             return None
     except ProcessLookupError:
         return None
-    return Proc(pgid, str(start)) if names_run(pgid, run_dir) else None
+    return Proc(pgid, str(start))
 
 
 # --- ranks ----------------------------------------------------------------------
