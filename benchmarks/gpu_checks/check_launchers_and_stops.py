@@ -100,12 +100,12 @@ def mapped_runs(project: Project, name: str) -> dict[int, list[str]]:
 
 def check_torchrun_one(folder: Path, model: Path) -> None:
     """One torchrun rank: its GPU process mapped to the run; a stop while it samples."""
-    from workbench import processes, runs
+    from workbench import launch, processes, runs
 
     project = Project(folder, [experiment_toml(
         "tr", model, launcher="torchrun", evaluators=["samples"], train__steps=400,
-        train__save_every=10, sampling__max_new_tokens=300,
-        prompts=[">be me\\n>", ">be a cat\\n>", ">mfw\\n>"])])
+        train__save_every=10, sampling__max_new_tokens=400, sampling__num_samples=3,
+        prompts=[">be me\\n>", ">be a cat\\n>", ">mfw\\n>", ">tfw\\n>"])])
     result = project.workbench("run", "tr")
     if result.returncode != 0:
         raise RuntimeError(f"run: {result.stderr.strip()}")
@@ -121,17 +121,19 @@ def check_torchrun_one(folder: Path, model: Path) -> None:
         raise RuntimeError("no checkpoint event within 120 s")
     procs = processes.of_run(run_dir, project.status("tr"))
     t0 = time.monotonic()
-    result = project.workbench("stop", "tr#1", "--wait", "240", timeout=260)
+    samples_before = len(project.events("tr", "sample"))
+    launch.stop(runs.resolve(folder / "runs", "tr#1"))  # what `workbench stop` does, at once
+    status = launch.wait(runs.resolve(folder / "runs", "tr#1"), timeout=240)
     took = time.monotonic() - t0
-    status = runs.read_status(run_dir)
     step = status.get("step")
     has_checkpoint = (run_dir / runs.CHECKPOINTS / f"checkpoint-{step}" / "trainer_state.json").is_file()
     left = [p.pid for p in procs if p.alive()] if not processes.wait_gone(procs, 30) else []
     samples_after = [e for e in project.events("tr", "sample")
                      if e.get("checkpoint") == first[0].get("path", "").rsplit("/", 1)[-1]]
-    ok = result.returncode == 0 and status.get("state") == "stopped" and has_checkpoint and not left
+    ok = status.get("state") == "stopped" and has_checkpoint and not left
     row("torchrun_stop_during_sampling", "ok" if ok else "FAIL",
-        f"stop after checkpoint-{first[0]['step']} ({len(samples_after)} of its samples written): "
+        f"stop after checkpoint-{first[0]['step']}, {samples_before} of its "
+        f"{len(samples_after)} samples written: "
         f"{status.get('state')} at step {step} in {took:.0f}s, checkpoint-{step} "
         f"{'complete' if has_checkpoint else 'MISSING'}, processes left {left}")
 
