@@ -101,6 +101,13 @@ class Project:
 
         return [e for e in runs.read_events(self.run_dir(name)) if kind in (None, e.get("type"))]
 
+    def end_runs(self) -> None:
+        """Leave no process behind (a check that failed half-way may leave a run going)."""
+        from workbench import processes, runs
+
+        for run in runs.list_runs(self.folder / "runs"):
+            processes.end_all(processes.of_run(run.path, run.status), grace=10)
+
     def log_tail(self, name: str, lines: int = 15) -> str:
         from workbench import runs
 

@@ -100,7 +100,6 @@ def mapped_runs(project: Project, name: str) -> dict[int, list[str]]:
 
 def check_torchrun_one(folder: Path, model: Path) -> None:
     """One torchrun rank: its GPU process mapped to the run; a stop while it samples."""
-    from workbench import launch, processes, runs
 
     project = Project(folder, [experiment_toml(
         "tr", model, launcher="torchrun", evaluators=["samples"], train__steps=400,
@@ -109,7 +108,16 @@ def check_torchrun_one(folder: Path, model: Path) -> None:
     result = project.workbench("run", "tr")
     if result.returncode != 0:
         raise RuntimeError(f"run: {result.stderr.strip()}")
-    run_dir = project.run_dir("tr")
+    try:
+        stop_while_sampling(project)
+    finally:
+        project.end_runs()
+
+
+def stop_while_sampling(project: Project) -> None:
+    from workbench import launch, processes, runs
+
+    folder, run_dir = project.folder, project.run_dir("tr")
     if not wait_for(lambda: (project.status("tr").get("step") or 0) >= 2, 150):
         raise RuntimeError(f"no progress: {project.status('tr').get('state')} {project.log_tail('tr')}")
     mapped = wait_for(lambda: mapped_runs(project, "tr"), 20) or {}
@@ -164,6 +172,7 @@ def check_torchrun_two(folder: Path, model: Path) -> None:
             f"rank pids -> GPUs {placement}; GPU bar {mapped}; status gpus {status.get('gpus')}")
     finally:
         project.workbench("stop", "ddp#1", "--wait", "120", timeout=150)
+        project.end_runs()
 
 
 def check_impossible_nproc(folder: Path, model: Path, count: int) -> None:

@@ -35,7 +35,10 @@ NAMES = ("bf16_run", "first_step_vs_steady", "train_vs_eval_peak_memory", "fp16_
 
 
 def finished(project: Project, name: str) -> dict[str, Any]:
-    result = project.workbench("run", name, "--follow", timeout=260)
+    try:
+        result = project.workbench("run", name, "--follow", timeout=200)
+    finally:
+        project.end_runs()  # a run --follow gave up on must not hold the GPU for the next
     status = project.status(name)
     if status.get("state") != "finished":
         raise RuntimeError(f"{name} ended {status.get('state')} ({result.returncode}): "
@@ -126,7 +129,7 @@ def main() -> int:
     native_bf16 = count > 0 and torch.cuda.get_device_capability(0)[0] >= 8
     with tempfile.TemporaryDirectory(prefix="gpu-check-12-") as tmp:
         scratch = Path(tmp)
-        model = small_llama(scratch / "model")
+        model = small_llama(scratch / "model", *((64, 2) if not count else ()))
         common = {"train__steps": STEPS, "train__eval_every": 10, "train__save_every": 20,
                   "evaluators": ["perplexity", "samples"], "sampling__max_new_tokens": 24}
         project = Project(scratch / "p", [
@@ -144,6 +147,7 @@ def main() -> int:
                 row(name, "skip", "this GPU has no native bf16 (compute capability < 8.0)")
         if guarded("fp16_run", lambda: check_fp16(project)) and not (native_bf16 or try_on_cpu()):
             guarded("worker_matches_final_sample", lambda: check_worker(project, "h"))
+        project.end_runs()
     return 0
 
 
