@@ -133,7 +133,7 @@ def test_unknown_key_in_defaults(tmp_path):
 
 def test_wrong_type(tmp_path):
     message = error(BASE + '[experiments.a]\ntrain.steps = "many"\n', tmp_path)
-    assert "experiments.a.train.steps" in message and "integer" in message
+    assert "experiments.a.train.steps" in message and "whole number" in message
 
 
 def test_negative_step_count(tmp_path):

@@ -21,6 +21,7 @@ from workbench import comparisons, runs
 from workbench.generate import client as gen
 from workbench.results import short_model
 from workbench.runs import RunError
+from workbench.terminal import printable  # noqa: F401 - report and the compare pane import it from here
 
 MIN_COLUMN = 28
 GAP = " │ "
@@ -102,11 +103,6 @@ def settings_for(args: argparse.Namespace, first: runs.Run | None) -> dict[str, 
                 "max_new_tokens": sampling["max_new_tokens"], "seed": sampling["seed"],
                 "n": sampling.get("num_samples", 1)}
     return {k: (v if v is not None else defaults[k]) for k, v in chosen.items()}
-
-
-def printable(text: str) -> str:
-    """Text safe for a terminal: control characters (a barely trained model makes them) shown as U+FFFD."""
-    return "".join(c if c in "\n\t" or c.isprintable() else "\ufffd" for c in text)
 
 
 # --- output ---------------------------------------------------------------------------

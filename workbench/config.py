@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from workbench.schema import NAME_RE, Experiment, split_range
+from workbench.schema import NAME_MAX, NAME_RE, RDZV_RE, SPLIT_RE, Experiment, split_range
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +29,8 @@ DEFAULT_CONFIG = "experiments.toml"
 TOP_LEVEL_KEYS = ("defaults", "experiments", "plugins_dir", "runs_dir", "max_parallel", "offline")
 # Keys of an experiment table that steer loading rather than describe a run.
 META_KEYS = ("extends", "matrix")
+# A matrix beyond this many experiments is a mistake (or a job for a search), not a grid.
+MATRIX_MAX = 1000
 
 
 class ConfigError(Exception):
@@ -96,7 +98,12 @@ def loads(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_toml_error(path, exc)) from None
-    return _Resolver(path, raw).resolve()
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
+    try:
+        return _Resolver(path, raw).resolve()
+    except RecursionError:
+        raise ConfigError(f"{path}: values nested too deeply") from None
 
 
 def _toml_error(path: Path, exc: Exception) -> str:
@@ -183,6 +190,9 @@ class _Resolver:
                 raise self.fail(
                     where, "experiment names may use letters, digits, '.', '_' and '-' only"
                 )
+            if len(name) > NAME_MAX:
+                raise self.fail(where[:60] + "…", f"experiment names become folder names: at most "
+                                f"{NAME_MAX} characters (this one has {len(name)})")
             if not isinstance(table, dict):
                 raise self.fail(where, "must be a table")
             try:
@@ -190,6 +200,8 @@ class _Resolver:
             except ConfigError as exc:
                 raise ConfigError(f"{self.path}: {exc}") from None
             parent = table.get("extends")
+            if parent is not None and not isinstance(parent, str):
+                raise self.fail(f"{where}.extends", "must be the name of another experiment")
             if parent is not None and parent not in tables:
                 raise self.fail(
                     f"{where}.extends", f"unknown experiment {parent!r}{suggest(parent, tables)}"
@@ -197,7 +209,8 @@ class _Resolver:
 
         merged: dict[str, dict[str, Any]] = {}
         for name in tables:
-            merged[name] = self._merged(name, tables, defaults, [])
+            self._merged(name, tables, defaults, merged)
+        self._check_matrix_sizes(tables)
 
         experiments: dict[str, Experiment] = {}
         parents: dict[str, str | None] = {}
@@ -237,16 +250,44 @@ class _Resolver:
         return p if p.is_absolute() else self.base_dir / p
 
     def _merged(
-        self, name: str, tables: dict[str, Any], defaults: dict[str, Any], chain: list[str]
+        self, name: str, tables: dict[str, Any], defaults: dict[str, Any],
+        done: dict[str, dict[str, Any]],
     ) -> dict[str, Any]:
-        if name in chain:
-            cycle = " -> ".join([*chain[chain.index(name):], name])
-            raise self.fail(f"experiments.{chain[-1]}.extends", f"extends cycle: {cycle}")
-        table = tables[name]
-        parent = table.get("extends")
-        own = {k: v for k, v in table.items() if k not in META_KEYS}
-        base = self._merged(parent, tables, defaults, [*chain, name]) if parent else defaults
-        return _deep_merge(base, own)
+        """``name``'s table over its ancestors' over ``[defaults]``, memoised in ``done``.
+
+        A loop, not recursion: a chain of thousands of ``extends`` is merged once per table.
+        """
+        chain: list[str] = []
+        current: str | None = name
+        while current is not None and current not in done:
+            if current in chain:
+                cycle = " -> ".join([*chain[chain.index(current):], current])
+                raise self.fail(f"experiments.{chain[-1]}.extends", f"extends cycle: {cycle}")
+            chain.append(current)
+            current = tables[current].get("extends")
+        base = done[current] if current is not None else defaults
+        for link in reversed(chain):
+            own = {k: v for k, v in tables[link].items() if k not in META_KEYS}
+            base = done[link] = _deep_merge(base, own)
+        return done[name]
+
+    def _check_matrix_sizes(self, tables: dict[str, Any]) -> None:
+        """Refuse a matrix (or all of them together) beyond :data:`MATRIX_MAX` experiments."""
+        total = 0
+        for name, table in tables.items():
+            matrix = table.get("matrix")
+            size = 1
+            if isinstance(matrix, dict):
+                for values in matrix.values():
+                    size *= len(values) if isinstance(values, list) else 1
+            total += size
+            if size > MATRIX_MAX or total > MATRIX_MAX:
+                what = f"this matrix gives {size}" if size > MATRIX_MAX else (
+                    f"the file gives {total} or more")
+                raise self.fail(
+                    f"experiments.{name}.matrix",
+                    f"{what} experiments; at most {MATRIX_MAX} (split it, or use a search)",
+                )
 
     def _expand(self, name: str, table: dict[str, Any], values: dict[str, Any]):
         matrix = table.get("matrix")
@@ -290,12 +331,12 @@ class _Resolver:
             exp = Experiment.model_validate(values)
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = [str(p) for p in err["loc"]]
-            where = self._origin(origin, loc, tables)
-            msg = err["msg"]
-            if err["type"] == "missing":
-                msg = "required but not set (here or in [defaults])"
-            raise self.fail(".".join([where, *loc]), msg) from None
+            keys = [str(p) for p in err["loc"] if not isinstance(p, int)]
+            where = self._origin(origin, keys, tables)
+            if keys == ["name"]:  # only a matrix makes a name the tables didn't have
+                raise self.fail(f"experiments.{origin}.matrix", f"generated name {name[:40]!r}… "
+                                f"is too long for a folder name (at most {NAME_MAX} characters)") from None
+            raise self.fail(where + _loc_text(err["loc"]), _message(err)) from None
         return self._absolute_paths(exp, origin)
 
     def _origin(self, name: str, loc: list[str], tables: dict[str, Any]) -> str:
@@ -328,6 +369,75 @@ class _Resolver:
         if problem:
             raise self.fail(f"experiments.{origin}.data.eval_split", problem)
         return exp
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    """``("lora", "target_modules", 0)`` -> ``.lora.target_modules[0]``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+_TYPE_WORDS = {
+    "int_type": "a whole number", "int_from_float": "a whole number", "float_type": "a number",
+    "string_type": "a string", "bool_type": "true or false", "list_type": "a list",
+    "model_type": "a table", "dict_type": "a table",
+}
+
+
+_PATTERN_WORDS = {
+    SPLIT_RE.pattern: "use a split name with an optional slice: 'train', 'train[:100]', "
+    "'train[10%:20%]', 'train+test'",
+    RDZV_RE.pattern: "use host:port",
+    NAME_RE.pattern: "use letters, digits, '.', '_' and '-' only",
+}
+
+
+def _message(err: Any) -> str:
+    """One line for a pydantic error, in the words of a TOML file, with the offending value."""
+    kind, value = err["type"], err.get("input")
+    if kind == "missing":
+        return "required but not set (here or in [defaults])"
+    got = f" (got {_toml_repr(value)})"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]}{got}"
+    if kind == "finite_number":
+        return f"must be a finite number{got}"
+    if kind in ("string_too_short", "too_short"):
+        return f"must not be empty{got} (leave it out for the default)"
+    if kind == "literal_error":
+        return f"must be one of {err['ctx']['expected']}{got}{suggest(value, _choices(err))}"
+    if kind == "string_pattern_mismatch":
+        return f"not a valid value{got}: {_PATTERN_WORDS.get(str(err['ctx']['pattern']), err['msg'])}"
+    if kind in _BOUND_WORDS:
+        (bound,) = err["ctx"].values()
+        return f"must be {_BOUND_WORDS[kind]} {bound:g}{got}"
+    if kind == "value_error":  # a check across fields: its message names them
+        return str(err["msg"]).removeprefix("Value error, ")
+    msg = str(err["msg"])
+    return f"{msg[0].lower()}{msg[1:]}{got}" if msg else f"invalid value{got}"
+
+
+_BOUND_WORDS = {"greater_than": "greater than", "greater_than_equal": "at least",
+                "less_than": "less than", "less_than_equal": "at most"}
+
+
+def _choices(err: Any) -> list[str]:
+    return re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+
+
+def _toml_repr(value: Any, limit: int = 60) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = {"inf": "inf", "-inf": "-inf", "nan": "nan"}.get(str(value), repr(value))
+    elif isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, dict):
+        text = "a table"
+    elif isinstance(value, list):
+        text = "an empty list" if not value else f"a list of {len(value)}"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _has_path(table: dict[str, Any], loc: list[str]) -> bool:

@@ -1,75 +1,117 @@
 """The experiment schema: what one fully-resolved experiment holds.
 
-Strict pydantic models (unknown keys are errors). :mod:`workbench.config`
-reads the TOML into these; the training process reads them back from the
-run folder's ``config.json``.
+Strict pydantic models: unknown keys are errors, and a value must already
+have its field's type (``steps = "10"`` or ``steps = true`` is rejected, not
+coerced; a whole number is accepted where a float is expected). Every number
+is finite and inside the range its library accepts. :mod:`workbench.config`
+reads the TOML into these; the training process reads them back from the run
+folder's ``config.json``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Experiment names become folder names: keep them well inside a file name's 255 bytes.
+NAME_MAX = 120
 TRACKERS = ("tensorboard", "wandb", "trackio")
+# transformers' SchedulerType values that need no lr_scheduler_kwargs (the schema has none).
+# A test checks this list against the installed transformers; the TUI never imports it.
+LR_SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+    "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "greedy",
+)
+# Sizes and counts: a whole number a C int (and so every library) can hold.
+INT_MAX = 2**31 - 1
+# Seeds: numpy's seed range, which transformers' set_seed feeds.
+SEED_MAX = 2**32 - 1
+
+Text = Annotated[str, StringConstraints(min_length=1)]
+Size = Annotated[int, Field(gt=0, le=INT_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT_MAX)]
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+Name = Annotated[str, StringConstraints(pattern=NAME_RE.pattern, max_length=NAME_MAX)]
+# The datasets split syntax: NAME, NAME[a:b], NAME[a%:b%], joined with "+".
+_SLICE = r"\w+(?:\.\w+)*\s*(?:\[\s*-?\d*\s*%?\s*:\s*-?\d*\s*%?\s*\])?"
+SPLIT_RE = re.compile(rf"^\s*{_SLICE}(?:\s*\+\s*{_SLICE})*\s*$")
+Split = Annotated[str, StringConstraints(pattern=SPLIT_RE.pattern)]
+RDZV_RE = re.compile(r"^[^\s:]+:\d{1,5}$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class LoraSettings(Strict):
-    r: int = Field(8, gt=0, description="LoRA rank")
-    alpha: int = Field(16, gt=0, description="LoRA alpha (scaling = alpha / r)")
+    r: Size = Field(8, description="LoRA rank")
+    alpha: Size = Field(16, description="LoRA alpha (scaling = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | None = Field(
-        None, description="module names to adapt; default: the backend's"
+    target_modules: list[Text] | None = Field(
+        None, min_length=1, description="module names to adapt; default (unset): the backend's"
     )
 
 
 class TrainSettings(Strict):
-    steps: int = Field(500, gt=0)
-    batch_size: int = Field(4, gt=0)
-    gradient_accumulation: int = Field(1, gt=0)
+    steps: Size = 500
+    batch_size: Size = 4
+    gradient_accumulation: Size = 1
     learning_rate: float = Field(2e-4, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    lr_scheduler: str = "linear"
-    max_length: int = Field(256, gt=0, description="training sequences are cut to this many tokens")
-    seed: int = 42
-    eval_every: int = Field(50, gt=0, description="held-out evaluation every N steps")
-    save_every: int = Field(100, gt=0, description="checkpoint (and samples) every N steps")
-    logging_every: int = Field(1, gt=0)
+    warmup_steps: Count = 0
+    lr_scheduler: Literal[LR_SCHEDULERS] = "linear"  # type: ignore[valid-type]
+    max_length: Size = Field(256, description="training sequences are cut to this many tokens")
+    seed: Seed = 42
+    eval_every: Size = Field(50, description="held-out evaluation every N steps")
+    save_every: Size = Field(100, description="checkpoint (and samples) every N steps")
+    logging_every: Size = 1
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     gradient_checkpointing: bool = False
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
-    eval_batch_size: int = Field(8, gt=0)
+    eval_batch_size: Size = 8
 
 
 class DataSettings(Strict):
-    source: str = Field(description="hub dataset id, or a local JSONL/JSON/CSV/Parquet file or folder")
-    column: str = "text"
-    subset: str | None = Field(None, description="hub dataset configuration name")
-    train_split: str = "train[:100]"
-    eval_split: str = "train[100:150]"
-    eval_source: str | None = Field(None, description="held-out rows from another source")
+    source: Text = Field(description="hub dataset id, or a local JSONL/JSON/CSV/Parquet file or folder")
+    column: Text = "text"
+    subset: Text | None = Field(None, description="hub dataset configuration name")
+    train_split: Split = "train[:100]"
+    eval_split: Split = "train[100:150]"
+    eval_source: Text | None = Field(None, description="held-out rows from another source")
 
 
 class SamplingSettings(Strict):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
-    max_new_tokens: int = Field(60, gt=0)
-    seed: int = 1234
-    num_samples: int = Field(1, gt=0)
+    max_new_tokens: Size = 60
+    seed: Seed = 1234
+    num_samples: int = Field(1, gt=0, le=64)
 
 
 class DistributedSettings(Strict):
-    nproc_per_node: int = Field(1, gt=0, description="processes (GPUs) per node")
-    nnodes: int = Field(1, gt=0)
-    node_rank: int = Field(0, ge=0)
-    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous for multi-node")
+    nproc_per_node: Size = Field(1, description="processes (GPUs) per node")
+    nnodes: Size = 1
+    node_rank: Count = 0
+    rdzv_endpoint: Annotated[str, StringConstraints(pattern=RDZV_RE.pattern)] | None = Field(
+        None, description="host:port of the rendezvous for multi-node"
+    )
+
+    @model_validator(mode="after")
+    def _rank_in_range(self) -> DistributedSettings:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes ({self.nnodes})")
+        return self
 
 
 # Slurm time limits: "MINUTES", "MINUTES:SECONDS", "HOURS:MINUTES:SECONDS", "DAYS-HOURS",
@@ -138,18 +180,18 @@ class SlurmSettings(Strict):
 
 
 class Experiment(Strict):
-    name: str
+    name: Name
     description: str = ""
-    backend: str
-    model: str | None = Field(None, description="hub id, local folder or .gguf; default: backend's")
-    launcher: str = "python"
+    backend: Text
+    model: Text | None = Field(None, description="hub id, local folder or .gguf; default: backend's")
+    launcher: Text = "python"
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     data: DataSettings
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    evaluators: list[str] = Field(default_factory=lambda: ["perplexity", "bits_per_byte", "samples"])
+    evaluators: list[Text] = Field(default_factory=lambda: ["perplexity", "bits_per_byte", "samples"])
     prompts: list[str] = Field(default_factory=list)
 
     @field_validator("distributed")
