@@ -8,6 +8,8 @@ cause print one line on stderr and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,8 +19,12 @@ from typing import Any
 from workbench import __version__, config, launch, queue, runs
 from workbench.config import Config, ConfigError
 from workbench.runs import RunError
+from workbench.terminal import one_line, printable
 
 EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 1  # the machine, not the command line: a full disk, a permission
+EXIT_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
+EXIT_INTERRUPTED = 130
 
 
 class Context:
@@ -51,7 +57,19 @@ class Context:
 
     @property
     def root(self) -> Path:
-        return launch.runs_root(self.config_path, self.try_config(), self.args.runs_dir)
+        root = launch.runs_root(self.config_path, self.try_config(), self.args.runs_dir)
+        if root.exists() and not root.is_dir():
+            raise RunError(f"the runs folder {root} is a file, not a folder (see --runs-dir, runs_dir)")
+        return root
+
+    def max_parallel(self, fallback: int | None = None) -> int | None:
+        """``--max-parallel`` (checked like the TOML key), else ``fallback``."""
+        value = getattr(self.args, "max_parallel", None)
+        if value is None:
+            return fallback
+        if value < 1:
+            raise ConfigError(f"--max-parallel must be a whole number of runs, 1 or more (got {value})")
+        return int(value)
 
     @property
     def registry(self):
@@ -92,6 +110,7 @@ def fmt_rate(value: Any) -> str:
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
+    rows = [[one_line(c) for c in row] for row in rows]  # names and models come from files
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -142,7 +161,7 @@ def cmd_run(ctx: Context) -> int:
     for name in names:
         cfg.get(name)  # every name valid before anything starts
     started = []
-    max_parallel = ctx.args.max_parallel or cfg.max_parallel
+    max_parallel = ctx.max_parallel(cfg.max_parallel)
     for name in names:
         run = launch.start(cfg, name, ctx.root, ctx.plugins_dir, max_parallel=max_parallel)
         started.append(run)
@@ -187,17 +206,17 @@ def describe(run: runs.Run) -> str:
     if st.get("tokens_per_s"):
         lines.append(f"  tokens/s: {fmt_rate(st['tokens_per_s'])}")
     if st.get("error"):
-        lines.append(f"  error: {st['error']}")
+        lines.append(f"  error: {one_line(st['error'])}")
     if st.get("hint"):
-        lines.append(f"  hint: {st['hint']}")
+        lines.append(f"  hint: {one_line(st['hint'])}")
     for failure in st.get("plugin_failures") or []:
-        lines.append(f"  plugin failed: {failure}")
+        lines.append(f"  plugin failed: {one_line(failure)}")
     if st.get("job_id"):
-        lines.append(f"  {st.get('launcher')} job: {st['job_id']}")
-    lines.append(f"  folder: {run.path}")
+        lines.append(f"  {one_line(str(st.get('launcher')))} job: {one_line(str(st['job_id']))}")
+    lines.append(f"  folder: {printable(str(run.path))}")
     if st.get("state") == "failed":
         lines.append("  log tail:")
-        lines += [f"    {ln}" for ln in runs.tail_log(run.path, 10)]
+        lines += [f"    {one_line(ln)}" for ln in runs.tail_log(run.path, 10)]
     return "\n".join(lines)
 
 
@@ -217,7 +236,7 @@ def cmd_stop(ctx: Context) -> int:
 
 def cmd_resume(ctx: Context) -> int:
     run = runs.resolve(ctx.root, ctx.args.run)
-    run = launch.resume(run, max_parallel=ctx.args.max_parallel)
+    run = launch.resume(run, max_parallel=ctx.max_parallel())
     print(f"resuming {run.ref} from {launch.latest_checkpoint(run.path).name}")
     return follow(run) if ctx.args.follow else 0
 
@@ -317,10 +336,10 @@ def format_event(event: dict[str, Any], max_steps: Any = None) -> str | None:
         return (f"{where}  held-out perplexity {fmt_num(event.get('perplexity'), '.3f')}"
                 f"  bits/byte {fmt_num(event.get('bits_per_byte'), '.4f')}")
     if kind == "sample":
-        text = event.get("text", "").replace("\n", " ⏎ ")
-        return f"{where}  sample [{event.get('checkpoint')}] {text[:200]}"
+        text = one_line(str(event.get("text", "")), limit=200)
+        return f"{where}  sample [{one_line(str(event.get('checkpoint')))}] {text}"
     if kind == "status":
-        return f"-- {event.get('state', '')}: {event.get('message', '')}".rstrip(": ")
+        return one_line(f"-- {event.get('state', '')}: {event.get('message', '')}".rstrip(": "))
     if kind == "resume":
         return f"-- resumed from step {event.get('from_step')}"
     if kind == "checkpoint":
@@ -420,8 +439,26 @@ def main(argv: list[str] | None = None) -> int:
             from workbench.tomlpos import with_line
 
             message = with_line(message)  # "file:LINE: key.path: ..." where the key is found
-        print(f"workbench: error: {message}", file=sys.stderr)
+        print(f"workbench: error: {one_line(message)}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `workbench status | head -1`: the reader left, nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush can't fail again
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # a full disk, a folder we may not write: the system's words, one line
+        print(f"workbench: error: {one_line(os_error_text(exc))}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+
+
+def os_error_text(exc: OSError) -> str:
+    """``/runs/a/3/config.json: No space left on device``, with a hint for the usual causes."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    text = f"{where}{exc.strerror or exc}"
+    if exc.errno == errno.ENOSPC:
+        text += " (free some space, or point --runs-dir at a disk with room)"
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import runs
+from workbench.terminal import one_line
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def render(rows: list[Row], columns: Iterable[str] | None = None) -> str:
     """The rows as an aligned plain-text table (numbers right-aligned)."""
     keys = list(columns or DEFAULT_COLUMNS)
     header = [BY_KEY[k].label for k in keys]
-    body = [[cell(row, k) for k in keys] for row in rows]
+    body = [[one_line(cell(row, k)) for k in keys] for row in rows]  # names come from files
     widths = [max(len(x) for x in [h, *(b[i] for b in body)]) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.schema import NAME_RE
+from workbench.schema import NAME_MAX, NAME_RE
 
 STATES = ("queued", "running", "finished", "failed", "stopped")
 ACTIVE = ("queued", "running")
@@ -44,7 +44,9 @@ class RunError(Exception):
 
 def _check_name(kind: str, value: str) -> str:
     if not NAME_RE.match(value) or value in (".", ".."):
-        raise RunError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' only")
+        raise RunError(f"invalid {kind} {value[:60]!r}: use letters, digits, '.', '_' and '-' only")
+    if len(value) > NAME_MAX:
+        raise RunError(f"invalid {kind} {value[:40]!r}…: at most {NAME_MAX} characters")
     return value
 
 
@@ -145,9 +147,17 @@ def resolve(root: Path, ref: str) -> Run:
                 raise RunError(f"no run {ref!r} in {root}")
             return _run(path)
     path = Path(ref)
-    if path.is_dir() and (path / STATUS).exists():
+    if _is_run_folder(path):
         return _run(_inside(root, path) if root.exists() and _is_under(root, path) else path)
-    raise RunError(f"no run {ref!r} in {root} (use EXPERIMENT#N, EXPERIMENT, or a run folder)")
+    shown = repr(ref) if len(ref) <= 80 else repr(ref[:80]) + "…"
+    raise RunError(f"no run {shown} in {root} (use EXPERIMENT#N, EXPERIMENT, or a run folder)")
+
+
+def _is_run_folder(path: Path) -> bool:
+    try:
+        return path.is_dir() and (path / STATUS).exists()
+    except OSError:  # a name too long for the file system, a folder we may not read
+        return False
 
 
 def _is_under(root: Path, path: Path) -> bool:

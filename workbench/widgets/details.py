@@ -14,6 +14,7 @@ from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from workbench.runs import Run
+from workbench.terminal import printable
 from workbench.widgets.format import age, fmt_duration, fmt_rate, num, state_badge
 
 
@@ -92,10 +93,10 @@ def samples_text(samples: list[dict[str, Any]], ref: str | None) -> Text:
     text = Text(f"{ref} · {Path(str(where)).name} · step {first.get('step')}\n", style="bold")
     for sample in samples:
         text.append("\n")
-        prompt = str(sample.get("prompt") or "")
+        prompt = printable(str(sample.get("prompt") or ""))
         if prompt:
             text.append(prompt, style="dim")
-        text.append(str(sample.get("text") or ""), style="green")
+        text.append(printable(str(sample.get("text") or "")), style="green")
         seed = sample.get("seed")
         text.append(f"\n  (sample {sample.get('index', 0)}{f', seed {seed}' if seed is not None else ''})\n",
                     style="dim italic")
