@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import time
@@ -169,8 +170,8 @@ def _is_under(root: Path, path: Path) -> bool:
 
 def append_event(run_dir: Path, type: str, **fields: Any) -> dict[str, Any]:  # noqa: A002
     """Append one event line; a single ``write`` on an ``O_APPEND`` file, never a rewrite."""
-    event = {"type": type, "time": time.time(), **fields}
-    line = (json.dumps(event, default=_json_default) + "\n").encode()
+    event = strict_json({"type": type, "time": time.time(), **fields})
+    line = (dumps(event) + "\n").encode()
     fd = os.open(run_dir / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -181,8 +182,33 @@ def append_event(run_dir: Path, type: str, **fields: Any) -> dict[str, Any]:  # 
 
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
+        return strict_json(value.item())
     return str(value)
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity (at any depth) replaced by ``None``.
+
+    ``json.dumps`` would write bare ``NaN``/``Infinity`` tokens, which strict JSON
+    readers (``jq``, JavaScript, Go) reject; a diverged loss must not poison the files.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if not isinstance(value, (str, bytes, int)) and hasattr(value, "item"):
+        try:
+            return strict_json(value.item())
+        except (TypeError, ValueError):  # not a scalar
+            return value
+    return value
+
+
+def dumps(value: Any, indent: int | None = None) -> str:
+    """Strict JSON text for a status or an event (non-finite numbers written as ``null``)."""
+    return json.dumps(strict_json(value), indent=indent, default=_json_default, allow_nan=False)
 
 
 class EventTail:
@@ -265,7 +291,7 @@ def write_status(run_dir: Path, only_if: tuple[str, ...] | None = None, **fields
         status.update(fields)
         status["updated"] = time.time()
         tmp = run_dir / f".{STATUS}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(status, indent=1, default=_json_default))
+        tmp.write_text(dumps(status, indent=1))
         os.replace(tmp, run_dir / STATUS)
         return status
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from workbench.train import ranks
+from workbench.train import divergence, ranks
 from workbench.train.evaluation import Evaluations
 from workbench.train.loss_scale import LossScaleWatch
 from workbench.train.memory import PeakMemory
@@ -67,6 +67,8 @@ class EventCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_log = True
             return
+        if step % self.exp.train.save_every == 0 or step >= self.max_steps:  # a save may follow
+            divergence.check_weights(kwargs["model"], step, self.run_dir, self.exp.train.learning_rate)
         # The last step's evaluation is the final one, made after training.
         if step % self.exp.train.eval_every == 0 and step < self.max_steps:
             if control.should_log:
@@ -94,6 +96,8 @@ class EventCallback(TrainerCallback):
         logs = logs or {}
         if "loss" in logs:
             self._train_event(state, logs)
+            divergence.check_loss(logs["loss"], state.global_step, self.run_dir,
+                                  self.exp.train.learning_rate, fp16=bool(getattr(args, "fp16", False)))
         if self.pending_eval:
             self.pending_eval = False
             self._evaluate(kwargs["model"], state.global_step)
