@@ -8,12 +8,15 @@ Standard library only: the TUI launches through this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +53,13 @@ def prepare(config: Config, name: str, root: Path, plugins_dir: Path | None = No
         "plugins_dir": str(plugins_dir) if plugins_dir else None,
         "offline": config.offline,
     }
-    (run_dir / runs.CONFIG).write_text(json.dumps(resolved, indent=2))
-    runs.write_status(
-        run_dir, state="queued", experiment=name, run_id=run_dir.name, created=time.time(),
-        max_steps=experiment.train.steps, step=0,
-    )
+    with _removed_on_os_error() as made:
+        made.path = run_dir
+        runs.write_text(run_dir / runs.CONFIG, json.dumps(resolved, indent=2))
+        runs.write_status(
+            run_dir, state="queued", experiment=name, run_id=run_dir.name, created=time.time(),
+            max_steps=experiment.train.steps, step=0,
+        )
     return run_dir
 
 
@@ -70,8 +75,9 @@ def start(config: Config, name: str, root: Path, plugins_dir: Path | None = None
         return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
     dist = config.get(name).distributed
     refuse_more_gpus_than_the_machine(name, dist.nproc_per_node)
-    run_dir = prepare(config, name, root, plugins_dir)
-    queue.enqueue(run_dir, gpus_needed=dist.nproc_per_node, max_parallel=max_parallel)
+    with _removed_on_os_error() as made:
+        run_dir = made.path = prepare(config, name, root, plugins_dir)
+        queue.enqueue(run_dir, gpus_needed=dist.nproc_per_node, max_parallel=max_parallel)
     queue.ensure_scheduler(root)
     return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
 
@@ -87,6 +93,23 @@ def refuse_more_gpus_than_the_machine(what: str, nproc_per_node: int) -> None:
             f"{what}: distributed.nproc_per_node = {nproc_per_node}, but this machine has "
             f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({', '.join(gpus)}); "
             "lower it, or run on a machine with more GPUs")
+
+
+class _Made:
+    path: Path | None = None
+
+
+@contextlib.contextmanager
+def _removed_on_os_error() -> Iterator[_Made]:
+    """Remove the run folder made inside when a write fails (a full disk): never a folder
+    without a status. ``prepare`` itself removes one it could not fill."""
+    made = _Made()
+    try:
+        yield made
+    except OSError:
+        if made.path is not None:
+            shutil.rmtree(made.path, ignore_errors=True)
+        raise
 
 
 def command(run_dir: Path, resume: bool = False) -> list[str]:

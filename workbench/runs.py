@@ -12,6 +12,7 @@ vanished". Standard library only: the TUI imports this module.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -174,7 +175,12 @@ def append_event(run_dir: Path, type: str, **fields: Any) -> dict[str, Any]:  # 
     line = (dumps(event) + "\n").encode()
     fd = os.open(run_dir / EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        try:
+            os.write(fd, line)
+        except OSError as exc:  # a full disk: spend the reserve on the run's last words
+            if exc.errno != errno.ENOSPC or not release_space(run_dir):
+                raise
+            os.write(fd, line)
     finally:
         os.close(fd)
     return event
@@ -290,10 +296,87 @@ def write_status(run_dir: Path, only_if: tuple[str, ...] | None = None, **fields
             return status
         status.update(fields)
         status["updated"] = time.time()
-        tmp = run_dir / f".{STATUS}.{os.getpid()}.tmp"
-        tmp.write_text(dumps(status, indent=1))
-        os.replace(tmp, run_dir / STATUS)
+        _replace_status(run_dir, dumps(status, indent=1).encode())
         return status
+
+
+# --- a full disk ------------------------------------------------------------
+#
+# A run that fills its disk must still be able to say so. The trainer keeps a
+# small reserve file in the run folder; a status or event write that meets
+# ENOSPC deletes it and tries again, and a status write that still can't make
+# a temp file overwrites status.json in place (not atomic, but the only way to
+# record the failure: it only reuses the file's own bytes, so it can't be cut
+# short). No empty temp file is ever left behind.
+
+RESERVE = ".reserve"
+RESERVE_BYTES = 256 * 1024
+DISK_FULL = "disk_full"
+DISK_FULL_HINT = "free space on the disk holding the runs folder, then `workbench resume` the run"
+
+
+def reserve_space(run_dir: Path, size: int = RESERVE_BYTES) -> bool:
+    """Set aside ``size`` bytes for the run's last words; False when the disk is already full."""
+    path = Path(run_dir) / RESERVE
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def release_space(run_dir: Path) -> bool:
+    """Delete the reserve file; True when there was one to free."""
+    try:
+        (Path(run_dir) / RESERVE).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _replace_status(run_dir: Path, data: bytes) -> None:
+    tmp = run_dir / f".{STATUS}.{os.getpid()}.tmp"
+    for last_try in (False, True):
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, run_dir / STATUS)
+            return
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno != errno.ENOSPC:
+                raise
+            if last_try or not release_space(run_dir):
+                if not _overwrite_in_place(run_dir / STATUS, data):
+                    raise OSError(exc.errno, exc.strerror, str(run_dir / STATUS)) from None
+                return
+
+
+def write_text(path: Path, text: str) -> None:
+    """``path.write_text(text)``, its OSError naming the file even when the final flush failed."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _overwrite_in_place(path: Path, data: bytes) -> bool:
+    """Write ``data`` over ``path``'s existing bytes, padded with spaces (valid JSON
+    whitespace): no new disk block is needed. False when ``data`` is longer."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if len(data) > size:
+        return False
+    with open(path, "r+b") as fh:
+        fh.write(data + b" " * (size - len(data)))
+    return True
 
 
 def _read_raw_status(run_dir: Path) -> dict[str, Any]:
@@ -312,10 +395,18 @@ def read_status(run_dir: Path) -> dict[str, Any]:
 
         return jobs.checked(Path(run_dir), status)
     if status.get("state") == "running" and not is_alive(status.get("pid"), status.get("pid_start")):
+        if disk_full_in_log(run_dir):
+            return dict(status, state="failed", error=f"{VANISHED}: the disk is full (see train.log)",
+                        error_kind=DISK_FULL, hint=DISK_FULL_HINT)
         status = dict(status, state="failed", error=VANISHED, error_kind="vanished",
                       hint="the training process died without a word (killed, or the machine "
                       "rebooted); `workbench resume` continues from the last checkpoint")
     return status
+
+
+def disk_full_in_log(run_dir: Path) -> bool:
+    """Whether the end of ``train.log`` says the disk was full (the process could write no status)."""
+    return any("No space left on device" in line for line in tail_log(run_dir, 40))
 
 
 def process_start_time(pid: int) -> str | None:

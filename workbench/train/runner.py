@@ -30,6 +30,8 @@ def run(run_dir: Path, resume: bool = False, stop: StopRequest | None = None) ->
     stop = stop or StopRequest()
     now = time.time()
     config = runs.read_config(run_dir)
+    if ranks.is_main():
+        runs.reserve_space(run_dir)  # so a full disk can still be reported (see runs.RESERVE)
     max_steps = config.get("experiment", {}).get("train", {}).get("steps")
     ranks.status(
         run_dir, state="running", pid=os.getpid(), pid_start=runs.process_start_time(os.getpid()),
@@ -46,7 +48,7 @@ def run(run_dir: Path, resume: bool = False, stop: StopRequest | None = None) ->
     except Interrupted as exc:
         end_run(run_dir, session, "stopped", str(exc))
     except (Exception, KeyboardInterrupt) as exc:
-        failure = describe(exc)
+        failure = describe(exc, run_dir)
         if not isinstance(exc, UserError):  # a user's mistake gets its message, not a traceback
             traceback.print_exc()
         end_run(run_dir, session, "failed", failure.error, code=1, error=failure.error,
@@ -59,10 +61,15 @@ def end_run(run_dir: Path, session: Session | None, state: str, message: str, co
             **fields: Any) -> None:
     """Write the final status and ``status`` event, then call the ``post_train`` hooks."""
     ranks.status(run_dir, state=state, ended=time.time(), exit_code=code, **fields)
-    ranks.event(run_dir, "status", state=state, message=message,
-                **({"step": fields["step"]} if "step" in fields else {}))
-    print(f"{state}: {message}" + (f"\nhint: {fields['hint']}" if fields.get("hint") else ""),
-          file=sys.stderr if state == "failed" else sys.stdout, flush=True)
+    try:
+        ranks.event(run_dir, "status", state=state, message=message,
+                    **({"step": fields["step"]} if "step" in fields else {}))
+        print(f"{state}: {message}" + (f"\nhint: {fields['hint']}" if fields.get("hint") else ""),
+              file=sys.stderr if state == "failed" else sys.stdout, flush=True)
+    except OSError:  # a full disk: status.json already holds the outcome
+        pass
+    if ranks.is_main():
+        runs.release_space(run_dir)
     if session is not None:
         session.post_train(state)
 
