@@ -101,6 +101,7 @@ class WorkbenchApp(App[int]):
         self._run_pids: dict[int, str] = {}
         self._run_gpus: dict[str, str] = {}
         self.queue_positions: dict[Path, int] = {}
+        self.queue_stalled: str | None = None  # why queued runs can't start, shown in the title
         self._kick = threading.Event()
         self._stopping = threading.Event()
         self._plugins_ready = threading.Event()
@@ -212,7 +213,24 @@ class WorkbenchApp(App[int]):
                 last_error = error
             for message in messages:
                 self.post_message(message)
+            self._check_queue(messages)
             self._kick.wait(self.poll_interval)
+
+    def _check_queue(self, messages: list[Any]) -> None:
+        """(Watcher thread) restart a dead scheduler while runs are queued; note a stalled queue."""
+        reason = None
+        if self.queue_positions:
+            try:
+                if queue.revive(self.watcher.root):
+                    self.post_message(Notice("queued runs had no scheduler (killed, or a reboot): "
+                                             "started one", title="queue"))
+                reason = queue.stall_reason(self.watcher.root)
+            except OSError as exc:
+                reason = f"cannot start the scheduler: {exc}"
+        if reason != self.queue_stalled:
+            self.queue_stalled = reason
+            latest = [m.runs for m in messages if isinstance(m, RunsChanged)]  # never older data
+            self.post_message(RunsChanged(latest[-1] if latest else self.runs_by_exp))  # redraw
 
     def load_registry(self) -> None:
         self._plugins_ready.clear()

@@ -260,6 +260,9 @@ def cmd_queue(ctx: Context) -> int:
         print("the queue is empty and nothing is running")
         return 0
     print(table(rows, ["run", "state", "gpus"]))
+    stalled = queue.stall_reason(ctx.root) if waiting else None
+    if stalled:
+        print(f"the queue is stalled: {one_line(stalled)}")
     return 0
 
 
@@ -432,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(args)
     func = getattr(args, "func", cmd_tui)
     try:
+        if getattr(args, "command", None) in READS_RUNS:
+            revive_queue(ctx)
         return func(ctx)
     except (ConfigError, RunError) as exc:
         message = str(exc)
@@ -450,6 +455,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a folder we may not write: the system's words, one line
         print(f"workbench: error: {one_line(os_error_text(exc))}", file=sys.stderr)
         return EXIT_ENVIRONMENT
+
+
+# Commands that look at runs: each restarts a queue whose scheduler died (run and resume
+# start one anyway; the TUI does the same as it watches).
+READS_RUNS = ("status", "list", "queue", "stop", "results", "report", "compare")
+
+
+def revive_queue(ctx: Context) -> None:
+    try:
+        root = ctx.root
+    except RunError:
+        return  # the command itself reports it
+    if queue.revive(root):
+        print(f"workbench: queued runs had no scheduler (killed, or the machine rebooted): "
+              f"started one for {len(queue.queued(root))} queued", file=sys.stderr)
 
 
 def os_error_text(exc: OSError) -> str:

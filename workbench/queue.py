@@ -29,7 +29,10 @@ from workbench.runs import Run
 
 LOCK = ".queue.lock"
 LOG = ".queue.log"
+STALLED = ".queue.stalled"  # the scheduler's word on why the head can never start, if it can't
 POLL_S = 0.5
+REVIVE_EVERY_S = 10.0  # a scheduler that keeps dying is restarted at most this often
+_revived: dict[Path, float] = {}
 
 
 class QueueError(runs.RunError):
@@ -149,6 +152,71 @@ def ensure_scheduler(root: Path) -> None:
     threading.Thread(target=proc.wait, daemon=True).start()
 
 
+def scheduler_running(root: Path) -> bool:
+    """Whether a scheduler holds ``root``'s lock (a probe: it takes the lock and lets go)."""
+    if not (root / LOCK).exists():
+        return False
+    try:
+        fh = open(root / LOCK, "a")
+    except OSError:
+        return True  # can't tell: don't start a second one
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def revive(root: Path) -> bool:
+    """Start a scheduler when runs are queued and none holds the lock (it was killed, or the
+    machine rebooted); True when one was started. Every command and the TUI call this."""
+    if not root.is_dir() or scheduler_running(root) or not queued(root):
+        return False
+    now = time.monotonic()
+    if now - _revived.get(root, -REVIVE_EVERY_S) < REVIVE_EVERY_S:
+        return False
+    _revived[root] = now
+    ensure_scheduler(root)
+    return True
+
+
+def stall_reason(root: Path) -> str | None:
+    """Why the queue is not moving although runs wait, or ``None`` when it is (or is empty)."""
+    if not queued(root):
+        return None
+    try:
+        reason = (root / STALLED).read_text(encoding="utf-8").strip()
+    except OSError:
+        reason = ""
+    if reason:
+        return reason
+    just_started = time.monotonic() - _revived.get(root, -REVIVE_EVERY_S) < 2.0
+    if not just_started and not scheduler_running(root):
+        return f"no scheduler is running (it keeps exiting? see {root / LOG})"
+    return None
+
+
+def _set_stalled(root: Path, reason: str | None) -> None:
+    path = root / STALLED
+    try:
+        if reason:
+            if not path.exists() or path.read_text(encoding="utf-8") != reason:
+                path.write_text(reason, encoding="utf-8")
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a full disk: the reason is a courtesy
+
+
+def waiting_reason(head: Run, gpus: list[str]) -> str | None:
+    """Why ``head`` can never start on this machine (more GPUs than it has), else ``None``."""
+    need = max(1, int(head.status.get("gpus_needed") or 1))
+    if gpus and need > len(gpus):
+        return f"{head.ref} needs {need} GPUs; this machine has {len(gpus)}"
+    return None
+
+
 def step(root: Path, gpus: list[str]) -> bool:
     """Start every queued run that fits now; return whether anything is still queued."""
     from workbench.launch import spawn  # launch imports this module
@@ -156,6 +224,7 @@ def step(root: Path, gpus: list[str]) -> bool:
     while True:
         waiting = queued(root)
         if not waiting:
+            _set_stalled(root, None)
             return False
         head = waiting[0]
         need = int(head.status.get("gpus_needed") or 1)
@@ -166,6 +235,7 @@ def step(root: Path, gpus: list[str]) -> bool:
         running = [r.status for r in runs.list_runs(root)
                    if r.state == "running" and not jobs.is_submitted(r.status)]
         assigned = plan(head.status, running, gpus)
+        _set_stalled(root, waiting_reason(head, gpus) if assigned is None else None)
         if assigned is None:
             return True
         try:

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from workbench import config as config_mod
 from workbench.runs import Run, read_config
+from workbench.terminal import printable
 from workbench.widgets.details import config_text, diff_text
 from workbench.widgets.experiments import ExperimentRow, ExperimentsTable
 from workbench.widgets.format import num, state_badge
@@ -172,6 +173,8 @@ class MainScreen(Screen):
             title.append(f" · {states.count('running')} running", style="green")
         if states.count("queued"):
             title.append(f" · {states.count('queued')} queued", style="dim")
+            if wb.queue_stalled:
+                title.append(f" · stalled: {printable(wb.queue_stalled)}", style="bold red")
         self.query_one("#app-title", Static).update(title)
 
     def refresh_config_error(self) -> None:

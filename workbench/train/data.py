@@ -145,7 +145,7 @@ def file_problem(file: Path) -> str | None:
                 continue
             try:
                 row = json.loads(line)
-            except ValueError as err:
+            except json.JSONDecodeError as err:
                 return f"{file}:{number}: not a JSON object: {err.msg} at column {err.colno}"
             if not isinstance(row, dict):
                 return f"{file}:{number}: a JSON {type(row).__name__}, not an object with named columns"
