@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 import time
@@ -170,6 +171,7 @@ def cmd_run(ctx: Context) -> int:
                   f"  (folder {run.path})")
         else:
             print(f"queued {run.ref}  (folder {run.path})")
+    plugins_note(ctx)
     if ctx.args.follow:
         return follow(started[-1]) if len(started) == 1 else max(follow(r) for r in started)
     print("follow with: workbench status " + started[-1].ref + "   or open the TUI: workbench")
@@ -221,6 +223,9 @@ def describe(run: runs.Run) -> str:
 
 
 def cmd_stop(ctx: Context) -> int:
+    wait = ctx.args.wait
+    if wait is not None and not (math.isfinite(wait) and wait > 0):
+        raise ConfigError(f"--wait must be a number of seconds above 0 (got {wait:g})")
     run = runs.resolve(ctx.root, ctx.args.run)
     if run.state == "queued":
         queue.cancel(run)
@@ -229,8 +234,11 @@ def cmd_stop(ctx: Context) -> int:
     launch.stop(run)
     print(f"stopping {run.ref}: it saves a checkpoint and exits")
     if ctx.args.wait:
+        print(f"waiting up to {ctx.args.wait:g}s for {run.ref} to write its checkpoint and exit "
+              "(Ctrl-C stops waiting, not the stop)", flush=True)
         status = launch.wait(run, timeout=ctx.args.wait)
-        print(f"{run.ref}: {state_text(status)}")
+        still = "" if status.get("state") in launch.TERMINAL else " (still stopping: check again later)"
+        print(f"{run.ref}: {state_text(status)}{still}")
     return 0
 
 
@@ -278,6 +286,7 @@ def cmd_plugins(ctx: Context) -> int:
             rows.append([kind[:-1], name, origin.plugin if origin else "?", origin.source if origin else "?",
                          detail])
     print(table(rows, ["kind", "name", "plugin", "from", "default model / description"]))
+    plugins_note(ctx)
     if reg.blocked:
         print(f"\nblocked by {'WORKBENCH_BLOCK_PLUGINS'}: {', '.join(reg.blocked)}")
     if reg.failures:
@@ -291,7 +300,15 @@ def cmd_plugins(ctx: Context) -> int:
 def cmd_validate(ctx: Context) -> int:
     cfg = ctx.validated()
     print(f"{cfg.path}: {len(cfg.experiments)} experiments OK: {', '.join(cfg.experiments)}")
+    plugins_note(ctx)
     return 0
+
+
+def plugins_note(ctx: Context) -> None:
+    """Name the plugins folder whose ``.py`` files this command ran (a TOML can set it)."""
+    folder = ctx.plugins_dir
+    if folder is not None and folder.is_dir():
+        print(f"plugins loaded from {printable(str(folder))} (its .py files run on every command)")
 
 
 def cmd_tui(ctx: Context) -> int:
