@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import math
 import os
 import sys
@@ -370,6 +371,7 @@ def format_event(event: dict[str, Any], max_steps: Any = None) -> str | None:
 # --- argument parsing -----------------------------------------------------
 
 
+@functools.lru_cache(maxsize=2)  # reusable: each parse_args makes a fresh Namespace
 def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="PATH",
