@@ -31,6 +31,7 @@ TOP_LEVEL_KEYS = ("defaults", "experiments", "plugins_dir", "runs_dir", "max_par
 META_KEYS = ("extends", "matrix")
 # A matrix beyond this many experiments is a mistake (or a job for a search), not a grid.
 MATRIX_MAX = 1000
+MATRIX_FILE_MAX = 10 * MATRIX_MAX
 
 
 class ConfigError(Exception):
@@ -272,22 +273,21 @@ class _Resolver:
         return done[name]
 
     def _check_matrix_sizes(self, tables: dict[str, Any]) -> None:
-        """Refuse a matrix (or all of them together) beyond :data:`MATRIX_MAX` experiments."""
+        """Refuse a matrix over :data:`MATRIX_MAX` experiments, or all over :data:`MATRIX_FILE_MAX`."""
         total = 0
         for name, table in tables.items():
             matrix = table.get("matrix")
+            if not isinstance(matrix, dict):
+                continue
             size = 1
-            if isinstance(matrix, dict):
-                for values in matrix.values():
-                    size *= len(values) if isinstance(values, list) else 1
+            for values in matrix.values():
+                size *= len(values) if isinstance(values, list) else 1
             total += size
-            if size > MATRIX_MAX or total > MATRIX_MAX:
-                what = f"this matrix gives {size}" if size > MATRIX_MAX else (
-                    f"the file gives {total} or more")
-                raise self.fail(
-                    f"experiments.{name}.matrix",
-                    f"{what} experiments; at most {MATRIX_MAX} (split it, or use a search)",
-                )
+            if size > MATRIX_MAX or total > MATRIX_FILE_MAX:
+                what = (f"this matrix gives {size} experiments; at most {MATRIX_MAX}"
+                        if size > MATRIX_MAX else
+                        f"the file's matrices give {total} or more experiments; at most {MATRIX_FILE_MAX}")
+                raise self.fail(f"experiments.{name}.matrix", f"{what} (split it, or use a search)")
 
     def _expand(self, name: str, table: dict[str, Any], values: dict[str, Any]):
         matrix = table.get("matrix")
