@@ -1,0 +1,114 @@
+"""A dead scheduler never stalls the queue silently: every command that looks at runs, and the
+TUI, starts a new one; a queue that can never move says why (CLI and the TUI's title).
+
+The scheduler here is the real one (``python -m workbench.queue``), killed with SIGKILL as
+the OOM killer would; runs use the ``fake`` launcher of the TUI fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ready, screen_text, state_of, until
+
+from workbench import launch, queue, runs
+
+
+def scheduler_pids(root: Path) -> list[int]:
+    """Processes running ``python -m workbench.queue ROOT``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"workbench.queue" in argv and str(root).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], cwd=cwd, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=60)
+
+
+def wait_until(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {predicate}")
+
+
+def orphaned_queue(workspace) -> Path:
+    """A queued run whose scheduler was killed: a running run holds the only (CPU) slot while
+    the scheduler waits; SIGKILL the scheduler, then the running run."""
+    blocker = workspace.make_run("beta", "running", steps=3)
+    alpha = launch.start(workspace.config(), "alpha", workspace.root, workspace.plugins)
+    pids = wait_until(lambda: scheduler_pids(workspace.root))
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not scheduler_pids(workspace.root))
+    pid = runs.read_status(blocker)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: runs.read_status(blocker)["state"] == "failed")
+    assert runs.read_status(alpha.path)["state"] == "queued" and not queue.scheduler_running(workspace.root)
+    return alpha.path
+
+
+@pytest.mark.parametrize("command", [["status"], ["list"], ["queue"]])
+def test_a_command_restarts_a_dead_scheduler(workspace, monkeypatch, command) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a CPU-only machine: one run at a time
+    alpha = orphaned_queue(workspace)
+    time.sleep(1.0)
+    assert runs.read_status(alpha)["state"] == "queued", "nothing moves by itself"
+    done = cli(*command, cwd=workspace.path)
+    assert done.returncode == 0, done.stderr
+    assert "had no scheduler" in done.stderr and "started one" in done.stderr
+    wait_until(lambda: runs.read_status(alpha)["state"] == "finished")
+
+
+def test_a_queue_that_can_never_move_says_why(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # one GPU; the run asks for two
+    workspace.toml.write_text(workspace.toml.read_text().replace(
+        "[defaults.lora]", "[defaults.distributed]\nnproc_per_node = 2\n\n[defaults.lora]"))
+    run = launch.start(workspace.config(), "alpha", workspace.root, workspace.plugins)
+    wait_until(lambda: (workspace.root / queue.STALLED).exists())
+    out = cli("queue", cwd=workspace.path).stdout
+    assert "the queue is stalled: alpha#1 needs 2 GPUs; this machine has 1" in out, out
+    assert runs.read_status(run.path)["state"] == "queued"
+    queue.cancel(runs.resolve(workspace.root, "alpha#1"))
+    wait_until(lambda: not (workspace.root / queue.STALLED).exists())  # the scheduler cleared it
+
+
+async def test_the_tui_restarts_a_dead_scheduler(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    orphaned_queue(workspace)
+    app = workspace.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=30,
+                    what="the queued run started by a scheduler the TUI restarted")
+
+
+async def test_the_tui_title_shows_a_stalled_queue(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    workspace.toml.write_text(workspace.toml.read_text().replace(
+        "[defaults.lora]", "[defaults.distributed]\nnproc_per_node = 2\n\n[defaults.lora]"))
+    runs_dir = workspace.prepare("alpha")
+    queue.enqueue(runs_dir, gpus_needed=2)  # queued, no scheduler yet: the TUI starts one
+    app = workspace.app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: "stalled: alpha#1 needs 2 GPUs" in screen_text(app), timeout=20,
+                    what="the title naming why the queue can't move")
