@@ -253,16 +253,19 @@ def test_values_outside_their_domain(tmp_path: Path, line: str, needles: tuple[s
 
 @pytest.mark.parametrize(("content", "needles"), [
     (b"", (":", "empty (0 bytes)")),
-    (bytes(range(256)) * 8, (":1:", "not UTF-8")),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, (":1:", "not UTF-8", "0x89")),
     (b'{"text": "ok"}\n{"text": "fine"}\n{"text": "caf\xe9"}\n', (":3:", "not UTF-8", "0xe9")),
     (b'{"text": "ok"}\n{"text": oops}\n', (":2:", "not a JSON object")),
-])
+    (b'{"text": "ok"}\n\x00\x00\x00\n', (":2:", "binary data")),
+], ids=["empty", "binary", "latin-1", "not-json", "nul-bytes"])
 def test_bad_data_files_fail_with_kind_data_naming_file_and_line(
         tiny_llama_dir: Path, tmp_path: Path, content: bytes, needles: tuple[str, ...]) -> None:
-    data = tmp_path / "rows.jsonl"
+    data, good = tmp_path / "rows.jsonl", tmp_path / "good.jsonl"
     data.write_bytes(content)
+    good.write_text('{"text": "held out"}\n')
     cwd = project(tmp_path, tiny_llama_dir, f'data.source = "{data}"', 'data.column = "text"',
-                  'data.train_split = "train[:1]"', 'data.eval_split = "train[1:2]"')
+                  'data.train_split = "train"', f'data.eval_source = "{good}"',
+                  'data.eval_split = "train"', "train.steps = 2")
     run_dir = launch.prepare(cli.config.load(cwd / "experiments.toml"), "t", cwd / "runs")
     assert run_in_process(run_dir) == 1
     status = runs.read_status(run_dir)

@@ -44,11 +44,10 @@ def load_split(source: str, split: str, column: str, subset: str | None = None) 
             f"{', '.join(dataset.column_names) or 'none'}",
             kind="data", hint="set data.column to one of the available columns",
         )
-    try:
-        values = dataset[column]
-    except UnicodeDecodeError as exc:  # pyarrow's JSON reader checks UTF-8 only when read
+    try:  # pyarrow's JSON reader checks UTF-8 only when a row is read
+        texts = [t for t in dataset[column] if isinstance(t, str) and t.strip()]
+    except UnicodeDecodeError as exc:
         raise _unreadable(files, exc) from exc
-    texts = [t for t in values if isinstance(t, str) and t.strip()]
     if not texts:
         raise UserError(f"split {split!r} of {source} has no non-blank rows in column {column!r}",
                         kind="data", hint="check data.source and the split")
