@@ -135,12 +135,15 @@ async def test_resume_refused_without_checkpoint(workspace) -> None:
         await until(pilot, lambda: "no checkpoint to resume from" in notices(app), what="refusal")
 
 
-async def test_cancel_a_queued_run(workspace) -> None:
-    run_dir = workspace.prepare("alpha")  # queued, but no scheduler: it stays queued
+async def test_cancel_a_queued_run(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a CPU-only machine: one run at a time
+    workspace.make_run("beta", "running", steps=3)  # holds the slot: alpha waits its turn
+    run_dir = workspace.prepare("alpha")  # queued; the TUI starts a scheduler, which waits
     app = workspace.app()
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await until(pilot, lambda: state_of(app, "alpha") == "queued", what="queued")
+        app.main.action_select("alpha")
         await pilot.press("s")
         assert "out of the queue" in screen_text(app)
         await pilot.press("y")
