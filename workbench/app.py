@@ -408,8 +408,6 @@ class WorkbenchApp(App[int]):
     def on_plugins_loaded(self, message: PluginsLoaded) -> None:
         self.registry = message.registry
         self._plugins_ready.set()
-        if self.plugins_dir is not None and self.plugins_dir.is_dir():  # its .py files just ran
-            self.notice(f"plugins loaded from {self.plugins_dir}", title="plugins")
         if message.registry.failures:
             count = len(message.registry.failures)
             self.notice(f"{count} plugin{'s' if count > 1 else ''} failed to load: press p for details",
