@@ -227,7 +227,7 @@ class WorkbenchApp(App[int]):
                 reason = queue.stall_reason(self.watcher.root)
             except OSError as exc:
                 reason = f"cannot start the scheduler: {exc}"
-        if reason != self.queue_stalled:
+        if reason != self.queue_stalled and not self._stopping.is_set():
             self.queue_stalled = reason
             latest = [m.runs for m in messages if isinstance(m, RunsChanged)]  # never older data
             self.post_message(RunsChanged(latest[-1] if latest else self.runs_by_exp))  # redraw

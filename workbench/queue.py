@@ -32,6 +32,9 @@ LOG = ".queue.log"
 STALLED = ".queue.stalled"  # the scheduler's word on why the head can never start, if it can't
 POLL_S = 0.5
 REVIVE_EVERY_S = 10.0  # a scheduler that keeps dying is restarted at most this often
+# A run queued this recently may have a scheduler that is still starting (it takes the lock
+# within a second or so; longer on a loaded machine): not yet a dead one.
+REVIVE_AFTER_S = 10.0
 _revived: dict[Path, float] = {}
 
 
@@ -171,7 +174,7 @@ def scheduler_running(root: Path) -> bool:
 def revive(root: Path) -> bool:
     """Start a scheduler when runs are queued and none holds the lock (it was killed, or the
     machine rebooted); True when one was started. Every command and the TUI call this."""
-    if not root.is_dir() or scheduler_running(root) or not queued(root):
+    if not root.is_dir() or scheduler_running(root) or not _waited_long(queued(root)):
         return False
     now = time.monotonic()
     if now - _revived.get(root, -REVIVE_EVERY_S) < REVIVE_EVERY_S:
@@ -183,7 +186,8 @@ def revive(root: Path) -> bool:
 
 def stall_reason(root: Path) -> str | None:
     """Why the queue is not moving although runs wait, or ``None`` when it is (or is empty)."""
-    if not queued(root):
+    waiting = queued(root)
+    if not waiting:
         return None
     try:
         reason = (root / STALLED).read_text(encoding="utf-8").strip()
@@ -192,9 +196,15 @@ def stall_reason(root: Path) -> str | None:
     if reason:
         return reason
     just_started = time.monotonic() - _revived.get(root, -REVIVE_EVERY_S) < 2.0
-    if not just_started and not scheduler_running(root):
+    if not just_started and _waited_long(waiting) and not scheduler_running(root):
         return f"no scheduler is running (it keeps exiting? see {root / LOG})"
     return None
+
+
+def _waited_long(waiting: list[Run]) -> bool:
+    """Whether a queued run has waited long enough that its scheduler should hold the lock."""
+    oldest = min((r.status.get("queued_at") or 0 for r in waiting), default=None)
+    return oldest is not None and time.time() - oldest >= REVIVE_AFTER_S
 
 
 def _set_stalled(root: Path, reason: str | None) -> None:

@@ -63,6 +63,9 @@ def orphaned_queue(workspace) -> Path:
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: runs.read_status(blocker)["state"] == "failed")
     assert runs.read_status(alpha.path)["state"] == "queued" and not queue.scheduler_running(workspace.root)
+    # As if all this happened a minute ago: a run queued seconds ago may have a scheduler
+    # still starting, and is left alone (queue.REVIVE_AFTER_S).
+    runs.write_status(alpha.path, queued_at=time.time() - 60)
     return alpha.path
 
 
@@ -106,7 +109,8 @@ async def test_the_tui_title_shows_a_stalled_queue(workspace, monkeypatch) -> No
     workspace.toml.write_text(workspace.toml.read_text().replace(
         "[defaults.lora]", "[defaults.distributed]\nnproc_per_node = 2\n\n[defaults.lora]"))
     runs_dir = workspace.prepare("alpha")
-    queue.enqueue(runs_dir, gpus_needed=2)  # queued, no scheduler yet: the TUI starts one
+    queue.enqueue(runs_dir, gpus_needed=2)  # queued a minute ago, no scheduler: the TUI starts one
+    runs.write_status(runs_dir, queued_at=time.time() - 60)
     app = workspace.app()
     async with app.run_test(size=(160, 40)) as pilot:
         await ready(pilot)
