@@ -486,7 +486,13 @@ def revive_queue(ctx: Context) -> None:
         root = ctx.root
     except RunError:
         return  # the command itself reports it
-    if queue.revive(root):
+    try:
+        revived = queue.revive(root)
+    except OSError as exc:
+        print(f"workbench: queued runs have no scheduler and none could be started: "
+              f"{one_line(os_error_text(exc))}", file=sys.stderr)
+        return
+    if revived:
         print(f"workbench: queued runs had no scheduler (killed, or the machine rebooted): "
               f"started one for {len(queue.queued(root))} queued", file=sys.stderr)
 

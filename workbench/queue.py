@@ -29,7 +29,6 @@ from workbench.runs import Run
 
 LOCK = ".queue.lock"
 LOG = ".queue.log"
-STALLED = ".queue.stalled"  # the scheduler's word on why the head can never start, if it can't
 POLL_S = 0.5
 REVIVE_EVERY_S = 10.0  # a scheduler that keeps dying is restarted at most this often
 # A run queued this recently may have a scheduler that is still starting (it takes the lock
@@ -179,8 +178,8 @@ def revive(root: Path) -> bool:
     now = time.monotonic()
     if now - _revived.get(root, -REVIVE_EVERY_S) < REVIVE_EVERY_S:
         return False
+    ensure_scheduler(root)  # an OSError (say, a full disk) reaches the caller, who says so
     _revived[root] = now
-    ensure_scheduler(root)
     return True
 
 
@@ -189,12 +188,6 @@ def stall_reason(root: Path) -> str | None:
     waiting = queued(root)
     if not waiting:
         return None
-    try:
-        reason = (root / STALLED).read_text(encoding="utf-8").strip()
-    except OSError:
-        reason = ""
-    if reason:
-        return reason
     just_started = time.monotonic() - _revived.get(root, -REVIVE_EVERY_S) < 2.0
     if not just_started and _waited_long(waiting) and not scheduler_running(root):
         return f"no scheduler is running (it keeps exiting? see {root / LOG})"
@@ -207,26 +200,6 @@ def _waited_long(waiting: list[Run]) -> bool:
     return oldest is not None and time.time() - oldest >= REVIVE_AFTER_S
 
 
-def _set_stalled(root: Path, reason: str | None) -> None:
-    path = root / STALLED
-    try:
-        if reason:
-            if not path.exists() or path.read_text(encoding="utf-8") != reason:
-                path.write_text(reason, encoding="utf-8")
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:
-        pass  # a full disk: the reason is a courtesy
-
-
-def waiting_reason(head: Run, gpus: list[str]) -> str | None:
-    """Why ``head`` can never start on this machine (more GPUs than it has), else ``None``."""
-    need = max(1, int(head.status.get("gpus_needed") or 1))
-    if gpus and need > len(gpus):
-        return f"{head.ref} needs {need} GPUs; this machine has {len(gpus)}"
-    return None
-
-
 def step(root: Path, gpus: list[str]) -> bool:
     """Start every queued run that fits now; return whether anything is still queued."""
     from workbench.launch import spawn  # launch imports this module
@@ -234,7 +207,6 @@ def step(root: Path, gpus: list[str]) -> bool:
     while True:
         waiting = queued(root)
         if not waiting:
-            _set_stalled(root, None)
             return False
         head = waiting[0]
         need = int(head.status.get("gpus_needed") or 1)
@@ -245,7 +217,6 @@ def step(root: Path, gpus: list[str]) -> bool:
         running = [r.status for r in runs.list_runs(root)
                    if r.state == "running" and not jobs.is_submitted(r.status)]
         assigned = plan(head.status, running, gpus)
-        _set_stalled(root, waiting_reason(head, gpus) if assigned is None else None)
         if assigned is None:
             return True
         try:

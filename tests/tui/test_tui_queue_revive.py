@@ -1,5 +1,5 @@
 """A dead scheduler never stalls the queue silently: every command that looks at runs, and the
-TUI, starts a new one; a queue that can never move says why (CLI and the TUI's title).
+TUI, starts a new one; a queue that still can't move says why (CLI and the TUI's title).
 
 The scheduler here is the real one (``python -m workbench.queue``), killed with SIGKILL as
 the OOM killer would; runs use the ``fake`` launcher of the TUI fixtures.
@@ -81,17 +81,23 @@ def test_a_command_restarts_a_dead_scheduler(workspace, monkeypatch, command) ->
     wait_until(lambda: runs.read_status(alpha)["state"] == "finished")
 
 
-def test_a_queue_that_can_never_move_says_why(workspace, monkeypatch) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # one GPU; the run asks for two
-    workspace.toml.write_text(workspace.toml.read_text().replace(
-        "[defaults.lora]", "[defaults.distributed]\nnproc_per_node = 2\n\n[defaults.lora]"))
-    run = launch.start(workspace.config(), "alpha", workspace.root, workspace.plugins)
-    wait_until(lambda: (workspace.root / queue.STALLED).exists())
-    out = cli("queue", cwd=workspace.path).stdout
-    assert "the queue is stalled: alpha#1 needs 2 GPUs; this machine has 1" in out, out
-    assert runs.read_status(run.path)["state"] == "queued"
-    queue.cancel(runs.resolve(workspace.root, "alpha#1"))
-    wait_until(lambda: not (workspace.root / queue.STALLED).exists())  # the scheduler cleared it
+def stuck_queue(workspace) -> Path:
+    """A run queued a minute ago whose scheduler can't be started: ``.queue.log`` (where a
+    scheduler's output goes) is a folder, as a broken or read-only runs folder would be."""
+    run_dir = workspace.prepare("alpha")
+    queue.enqueue(run_dir)
+    runs.write_status(run_dir, queued_at=time.time() - 60)
+    (workspace.root / queue.LOG).mkdir()
+    return run_dir
+
+
+def test_a_queue_that_can_not_move_says_why(workspace) -> None:
+    run_dir = stuck_queue(workspace)
+    done = cli("queue", cwd=workspace.path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "none could be started" in done.stderr and ".queue.log" in done.stderr, done.stderr
+    assert "alpha#1" in done.stdout and "the queue is stalled: no scheduler is running" in done.stdout
+    assert runs.read_status(run_dir)["state"] == "queued"
 
 
 async def test_the_tui_restarts_a_dead_scheduler(workspace, monkeypatch) -> None:
@@ -104,15 +110,11 @@ async def test_the_tui_restarts_a_dead_scheduler(workspace, monkeypatch) -> None
                     what="the queued run started by a scheduler the TUI restarted")
 
 
-async def test_the_tui_title_shows_a_stalled_queue(workspace, monkeypatch) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    workspace.toml.write_text(workspace.toml.read_text().replace(
-        "[defaults.lora]", "[defaults.distributed]\nnproc_per_node = 2\n\n[defaults.lora]"))
-    runs_dir = workspace.prepare("alpha")
-    queue.enqueue(runs_dir, gpus_needed=2)  # queued a minute ago, no scheduler: the TUI starts one
-    runs.write_status(runs_dir, queued_at=time.time() - 60)
+async def test_the_tui_title_shows_a_stalled_queue(workspace) -> None:
+    stuck_queue(workspace)
     app = workspace.app()
     async with app.run_test(size=(160, 40)) as pilot:
         await ready(pilot)
-        await until(pilot, lambda: "stalled: alpha#1 needs 2 GPUs" in screen_text(app), timeout=20,
-                    what="the title naming why the queue can't move")
+        await until(pilot, lambda: "stalled: " in screen_text(app), timeout=20,
+                    what="the title saying the queue is stalled")
+        assert "scheduler" in screen_text(app)
