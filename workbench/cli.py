@@ -20,8 +20,12 @@ from typing import Any
 
 from workbench import __version__, config, launch, queue, runs
 from workbench.config import Config, ConfigError
+from workbench.present import event_line, fmt_duration, fmt_metric, fmt_num, fmt_rate, state_text, table
 from workbench.runs import RunError
+from workbench.runview import RunView, view
 from workbench.terminal import one_line, printable
+
+__all__ = ["fmt_duration", "fmt_num", "fmt_rate", "main", "state_text", "table"]
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1  # the machine, not the command line: a full disk, a permission
@@ -89,69 +93,49 @@ class Context:
         return cfg
 
 
-# --- formatting helpers ----------------------------------------------------
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "-"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
-def fmt_num(value: Any, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def fmt_rate(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    rows = [[one_line(c) for c in row] for row in rows]  # names and models come from files
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
-def state_text(status: dict[str, Any]) -> str:
-    text = _state_word(status)
-    return f"{text} · {status['job_detail']}" if status.get("job_detail") else text
-
-
-def _state_word(status: dict[str, Any]) -> str:
-    state = status.get("state", "?")
-    if state == "running":
-        return f"running {status.get('step', 0)}/{status.get('max_steps', '?')}"
-    if state == "failed":
-        return f"failed ({status.get('error_kind') or 'error'})"
-    return state
-
-
 # --- commands --------------------------------------------------------------
+
+
+def default_models(registry: Any) -> dict[str, str]:
+    """``{backend: default model}`` for backends whose default is a plain string."""
+    return {name: b.default_model for name, b in getattr(registry, "backends", {}).items()
+            if isinstance(b.default_model, str)}
+
+
+def metric_cells(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
+    """A column per metric any of ``views`` has (best value, in its format): headers and cells."""
+    names: dict[str, Any] = {}
+    for v in views:
+        for m in v.metrics:
+            names.setdefault(m.name, m.metric)
+    header = [metric.title for metric in names.values()]
+    rows = []
+    for v in views:
+        row = []
+        for name, metric in names.items():
+            found = v.metric(name)
+            row.append(fmt_metric(metric, found.best) if found else "-")
+        rows.append(row)
+    return header, rows
 
 
 def cmd_list(ctx: Context) -> int:
     cfg = ctx.config
-    backends = ctx.registry.backends
-    rows = []
+    defaults = default_models(ctx.registry)
+    base, latest = [], []
     for name, exp in cfg.experiments.items():
         run = runs.latest_run(ctx.root, name)
-        st = run.status if run else {}
-        default = getattr(backends.get(exp.backend), "default_model", None)
-        model = exp.model or (default if isinstance(default, str) else "(default)")
-        rows.append([
-            name, exp.backend, model, str(exp.lora.r), str(exp.train.steps),
-            run.ref if run else "-", state_text(st) if run else "-",
-            fmt_num(st.get("best_perplexity")), fmt_num(st.get("best_bits_per_byte")),
-        ])
-    print(table(rows, ["experiment", "backend", "model", "r", "steps", "latest run", "state",
-                       "ppl", "bits/byte"]))
+        v = view(run, defaults) if run else None
+        base.append([name, exp.backend, exp.model or defaults.get(exp.backend, "(default)"),
+                     str(exp.lora.r), str(exp.train.steps), run.ref if run else "-",
+                     v.state_text if v else "-"])
+        latest.append(v)
+    shown = [v for v in latest if v is not None]
+    header, cells = metric_cells(shown)
+    by_view = dict(zip((id(v) for v in shown), cells, strict=True))
+    rows = [b + (by_view[id(v)] if v is not None else ["-"] * len(header)) for b, v in zip(base, latest,
+                                                                                            strict=True)]
+    print(table(rows, ["experiment", "backend", "model", "r", "steps", "latest run", "state", *header]))
     return 0
 
 
@@ -180,46 +164,59 @@ def cmd_run(ctx: Context) -> int:
 
 
 def cmd_status(ctx: Context) -> int:
+    defaults = default_models(ctx.registry)
     if ctx.args.run:
         run = runs.resolve(ctx.root, ctx.args.run)
-        print(describe(run))
+        print(describe(view(run, defaults)))
         return 0
     all_runs = runs.list_runs(ctx.root)
     if not all_runs:
         print(f"no runs yet in {ctx.root}")
         return 0
+    views = [view(run, defaults) for run in all_runs]
+    header, cells = metric_cells(views)
     rows = []
-    for run in all_runs:
-        st = run.status
-        elapsed = (st.get("ended") or time.time()) - st["started"] if st.get("started") else None
-        rows.append([run.ref, state_text(st), fmt_num(st.get("loss")), fmt_num(st.get("best_perplexity")),
-                     fmt_num(st.get("best_bits_per_byte")), fmt_rate(st.get("tokens_per_s")),
-                     fmt_duration(elapsed)])
-    print(table(rows, ["run", "state", "loss", "ppl", "bits/byte", "tok/s", "time"]))
+    for v, metric_row in zip(views, cells, strict=True):
+        rows.append([v.ref, v.state_text, fmt_num(v.loss), *metric_row,
+                     fmt_rate(v.timings.tokens_per_s), fmt_duration(v.timings.train_seconds),
+                     f"{len(v.warnings)} warning(s)" if v.warnings else ""])
+    print(table(rows, ["run", "state", "loss", *header, "tok/s", "train time", ""]))
     return 0
 
 
-def describe(run: runs.Run) -> str:
-    st = run.status
-    lines = [f"{run.ref}: {state_text(st)}"]
-    for key, label in (("loss", "train loss"), ("best_perplexity", "best held-out perplexity"),
-                       ("best_bits_per_byte", "best bits per byte")):
-        if st.get(key) is not None:
-            lines.append(f"  {label}: {st[key]:.4f}")
-    if st.get("tokens_per_s"):
-        lines.append(f"  tokens/s: {fmt_rate(st['tokens_per_s'])}")
-    if st.get("error"):
-        lines.append(f"  error: {one_line(st['error'])}")
-    if st.get("hint"):
-        lines.append(f"  hint: {one_line(st['hint'])}")
-    for failure in st.get("plugin_failures") or []:
-        lines.append(f"  plugin failed: {one_line(failure)}")
-    if st.get("job_id"):
-        lines.append(f"  {one_line(str(st.get('launcher')))} job: {one_line(str(st['job_id']))}")
-    lines.append(f"  folder: {printable(str(run.path))}")
-    if st.get("state") == "failed":
+def describe(v: RunView) -> str:
+    """``status RUN``: everything the run model knows about one run (text from files made printable)."""
+    lines = [f"{v.ref}: {one_line(v.state_text)}"]
+    for reason in v.damaged[1:] if v.damaged else []:
+        lines.append(f"  damaged: {one_line(reason)}")
+    lines.append(f"  model: {one_line(v.model)}" + (f" ({v.backend} backend)" if v.backend else ""))
+    if v.steps is not None:
+        lines.append(f"  steps: {v.steps}" + (f"/{v.max_steps}" if v.max_steps else ""))
+    if v.loss is not None:
+        lines.append(f"  train loss: {v.loss:.4f}")
+    for m in v.metrics:
+        at = f" (step {m.best_step})" if m.best_step is not None else ""
+        best = "best" if m.metric.better else "last"
+        final = f", final {fmt_metric(m.metric, m.final)}" if m.final is not None and m.metric.better else ""
+        lines.append(f"  {one_line(m.metric.title)}: {best} {fmt_metric(m.metric, m.best)}{at}{final}")
+    t = v.timings
+    if t.train_seconds is not None:
+        lines.append(f"  train time: {fmt_duration(t.train_seconds)}")
+    if t.tokens_per_s:
+        lines.append(f"  tokens/s: {fmt_rate(t.tokens_per_s)} (average)")
+    if v.checkpoints:
+        lines.append(f"  checkpoints: {', '.join(c.name for c in v.checkpoints)}")
+    for error in v.errors:
+        lines.append(f"  {one_line(error)}" if error.startswith("hint: ") else f"  error: {one_line(error)}")
+    for warning in v.warnings:
+        lines.append(f"  warning: {one_line(warning)}")
+    if v.status.raw.get("job_id"):
+        lines.append(f"  {one_line(str(v.status.raw.get('launcher')))} job: "
+                     f"{one_line(str(v.status.raw['job_id']))}")
+    lines.append(f"  folder: {printable(str(v.path))}")
+    if v.status.state == "failed":
         lines.append("  log tail:")
-        lines += [f"    {one_line(ln)}" for ln in runs.tail_log(run.path, 10)]
+        lines += [f"    {one_line(ln)}" for ln in runs.tail_log(v.path, 10)]
     return "\n".join(lines)
 
 
@@ -245,8 +242,9 @@ def cmd_stop(ctx: Context) -> int:
 
 def cmd_resume(ctx: Context) -> int:
     run = runs.resolve(ctx.root, ctx.args.run)
+    checkpoint = runs.latest_checkpoint(run.path)  # the one the trainer resumes from
     run = launch.resume(run, max_parallel=ctx.max_parallel())
-    print(f"resuming {run.ref} from {launch.latest_checkpoint(run.path).name}")
+    print(f"resuming {run.ref} from {checkpoint.name if checkpoint else '?'}")
     return follow(run) if ctx.args.follow else 0
 
 
@@ -326,20 +324,24 @@ def cmd_tui(ctx: Context) -> int:
 
 def follow(run: runs.Run, out: Callable[[str], None] = print, poll: float = 0.5) -> int:
     """Print progress of ``run`` as events arrive, until it ends. Ctrl-C detaches, the run goes on."""
+    from workbench.records import parse_status
+
     tail = runs.EventTail(run.path)
+
+    def show(status: dict[str, Any]) -> None:
+        st = parse_status(status)
+        for event in tail.read():
+            line = event_line(event, st.max_steps, st.metrics)
+            if line:
+                out(line)
+
     try:
         while True:
-            for event in tail.read():
-                line = format_event(event, run.status.get("max_steps"))
-                if line:
-                    out(line)
+            show(run.status)
             status = run.refresh().status
             if status.get("state") in launch.TERMINAL:
-                for event in tail.read():
-                    line = format_event(event, status.get("max_steps"))
-                    if line:
-                        out(line)
-                out(describe(run))
+                show(status)
+                out(describe(view(run)))
                 return 0 if status["state"] in ("finished", "stopped") else 1
             time.sleep(poll)
     except KeyboardInterrupt:
@@ -348,24 +350,8 @@ def follow(run: runs.Run, out: Callable[[str], None] = print, poll: float = 0.5)
 
 
 def format_event(event: dict[str, Any], max_steps: Any = None) -> str | None:
-    kind, step = event.get("type"), event.get("step")
-    where = f"step {step}/{max_steps}" if max_steps else f"step {step}"
-    if kind == "train":
-        return (f"{where}  loss {fmt_num(event.get('loss'), '.4f')}  lr {fmt_num(event.get('lr'), '.2e')}"
-                f"  {fmt_rate(event.get('tokens_per_s'))} tok/s")
-    if kind == "eval":
-        return (f"{where}  held-out perplexity {fmt_num(event.get('perplexity'), '.3f')}"
-                f"  bits/byte {fmt_num(event.get('bits_per_byte'), '.4f')}")
-    if kind == "sample":
-        text = one_line(str(event.get("text", "")), limit=200)
-        return f"{where}  sample [{one_line(str(event.get('checkpoint')))}] {text}"
-    if kind == "status":
-        return one_line(f"-- {event.get('state', '')}: {event.get('message', '')}".rstrip(": "))
-    if kind == "resume":
-        return f"-- resumed from step {event.get('from_step')}"
-    if kind == "checkpoint":
-        return f"{where}  checkpoint saved"
-    return None
+    """One ``--follow`` line (kept for callers; see :func:`workbench.present.event_line`)."""
+    return event_line(event, max_steps)
 
 
 # --- argument parsing -----------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from workbench import jobs, processes, queue, runs
+from workbench import jobs, processes, queue, runenv, runs
 from workbench.config import Config
 from workbench.runs import Run, RunError
 
@@ -71,12 +70,14 @@ def start(config: Config, name: str, root: Path, plugins_dir: Path | None = None
     """
     if jobs.submits(config.get(name).launcher, plugins_dir):  # Slurm queues it: not held back here
         run_dir = prepare(config, name, root, plugins_dir)
+        runenv.record(run_dir)
         jobs.submit(run_dir)
         return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
     dist = config.get(name).distributed
     refuse_more_gpus_than_the_machine(name, dist.nproc_per_node)
     with _removed_on_os_error() as made:
         run_dir = made.path = prepare(config, name, root, plugins_dir)
+        runenv.record(run_dir)
         queue.enqueue(run_dir, gpus_needed=dist.nproc_per_node, max_parallel=max_parallel)
     queue.ensure_scheduler(root)
     return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
@@ -130,7 +131,7 @@ def command(run_dir: Path, resume: bool = False) -> list[str]:
 def spawn(run_dir: Path, resume: bool = False, gpus: list[str] | None = None) -> subprocess.Popen:
     """Start the training process for ``run_dir`` now, in its own session, output to train.log."""
     cmd = command(run_dir, resume)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(runenv.for_run(run_dir), PYTHONUNBUFFERED="1")  # the env of the command that queued it
     # torchrun (and multi-process accelerate) give the ranks this long to finish after the
     # agent itself is signalled, then SIGKILL them: 30 s by default, less than a checkpoint
     # with its samples may take. `workbench stop` signals the ranks, not the agent.
@@ -215,12 +216,14 @@ def resume(run: Run, max_parallel: int | None = None) -> Run:
     status = run.refresh().status
     if status.get("state") not in ("stopped", "failed"):
         raise LaunchError(f"{run.ref} is {run.state}; only a stopped or failed run can be resumed")
-    if not latest_checkpoint(run.path):
-        raise LaunchError(f"{run.ref} has no checkpoint to resume from; start a new run instead")
+    if runs.latest_checkpoint(run.path) is None:
+        raise LaunchError(f"{run.ref} has no checkpoint to resume from (a complete one holds "
+                          "trainer_state.json and the adapter); start a new run instead")
     if jobs.is_submitted(status):
         return jobs.resubmit(run)
     dist = runs.read_config(run.path).get("experiment", {}).get("distributed") or {}
     refuse_more_gpus_than_the_machine(run.ref, dist.get("nproc_per_node", 1))
+    runenv.record(run.path)
     runs.write_status(run.path, state="queued", resume_on_start=True, cancelled=None)
     queue.enqueue(run.path, gpus_needed=dist.get("nproc_per_node", 1), max_parallel=max_parallel)
     queue.ensure_scheduler(run.path.parent.parent)
@@ -228,9 +231,9 @@ def resume(run: Run, max_parallel: int | None = None) -> Run:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    folder = Path(run_dir) / runs.CHECKPOINTS
-    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+    """The folder of the complete checkpoint a resume continues from (see :func:`runs.checkpoints`)."""
+    found = runs.latest_checkpoint(run_dir)
+    return found.path if found else None
 
 
 def wait(run: Run, states: tuple[str, ...] = TERMINAL, timeout: float | None = None,

@@ -26,16 +26,15 @@ from typing import Any
 
 from workbench import config, runs
 from workbench.compare import base_label, base_spec, printable
-from workbench.results import BY_KEY, DEFAULT_COLUMNS, Row, cell, default_models, rows_for
+from workbench.results import Row, cell, columns_for, default_columns, default_models, notes, rows_for
+from workbench.runview import LOSS
 
-TABLE_COLUMNS = DEFAULT_COLUMNS
 LABELS = {"r": "LoRA r", "ppl": "held-out ppl (best)", "final_ppl": "held-out ppl (final)",
           "bpb": "bits/byte (best)"}
-PLOTS = (  # file, title, event type, field, y label
-    ("train_loss.png", "Training loss", "train", "loss", "loss"),
-    ("perplexity.png", "Held-out perplexity", "eval", "perplexity", "perplexity"),
-    ("bits_per_byte.png", "Held-out bits per byte", "eval", "bits_per_byte", "bits per byte"),
-)
+#: Built-in plots' files and titles; every other metric gets ``<name>.png`` titled by its label.
+PLOT_TITLES = {LOSS: ("train_loss.png", "Training loss", "loss"),
+               "perplexity": ("perplexity.png", "Held-out perplexity", "perplexity"),
+               "bits_per_byte": ("bits_per_byte.png", "Held-out bits per byte", "bits per byte")}
 
 
 @dataclass
@@ -84,15 +83,17 @@ def md_table(header: list[str], rows: list[list[str]], align: list[str] | None =
 
 def results_table(rows: list[Row]) -> str:
     """The results as a Markdown table, best values in bold."""
-    header = [LABELS.get(k, BY_KEY[k].label) for k in TABLE_COLUMNS]
+    keys = default_columns(rows)
+    by_key = columns_for(rows)
+    header = [md_escape(LABELS.get(k, by_key[k].label)) for k in keys]
     body = []
     for row in rows:
         cells = []
-        for key in TABLE_COLUMNS:
+        for key in keys:
             text = md_escape(cell(row, key, star=""))
             cells.append(f"**{text}**" if key in row.best else text)
         body.append(cells)
-    align = ["r" if BY_KEY[k].numeric else "l" for k in TABLE_COLUMNS]
+    align = ["r" if by_key[k].numeric else "l" for k in keys]
     return md_table(header, body, align)
 
 
@@ -139,14 +140,29 @@ def fence(text: str) -> str:
 # --- plots ----------------------------------------------------------------------------------
 
 
-def series(run: runs.Run, kind: str, key: str) -> list[tuple[float, float]]:
-    """``(step, value)`` of one metric from a run's effective events."""
-    points = []
-    for event in runs.effective(runs.read_events(run.path)):
-        step, value = event.get("step"), event.get(key)
-        if event.get("type") == kind and isinstance(step, (int, float)) and isinstance(value, (int, float)):
-            points.append((float(step), float(value)))
-    return points
+def series(row: Row, name: str) -> list[tuple[float, float]]:
+    """``(step, value)`` of the training loss or a metric, from the run's summary."""
+    return row.view.series(name) if row.view else []
+
+
+def plotted(rows: list[Row]) -> list[tuple[str, str, str, str]]:
+    """``(series, file, title, y label)``: the loss, then every metric any run has."""
+    names = [LOSS]
+    labels: dict[str, str] = {}
+    for row in rows:
+        for m in row.view.metrics if row.view else []:
+            if m.name not in names:
+                names.append(m.name)
+                labels[m.name] = m.metric.title
+    out = []
+    for name in names:
+        if name in PLOT_TITLES:
+            file, title, ylabel = PLOT_TITLES[name]
+        else:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
+            file, title, ylabel = f"metric_{safe}.png", labels.get(name, name), labels.get(name, name)
+        out.append((name, file, title, ylabel))
+    return out
 
 
 def plot(rows: list[Row], folder: Path) -> list[tuple[str, str]]:
@@ -158,8 +174,8 @@ def plot(rows: list[Row], folder: Path) -> list[tuple[str, str]]:
     from matplotlib.ticker import MaxNLocator
 
     written = []
-    for name, title, kind, key, ylabel in PLOTS:
-        lines = [(row.run.ref, series(row.run, kind, key)) for row in rows]
+    for key, name, title, ylabel in plotted(rows):
+        lines = [(row.run.ref, series(row, key)) for row in rows]
         lines = [(ref, pts) for ref, pts in lines if pts]
         if not lines:
             continue
@@ -195,17 +211,13 @@ def sampling_of(row: Row) -> dict[str, Any]:
             "seed": s["seed"], "n": s.get("num_samples", 1)}
 
 
-def event_samples(run: runs.Run) -> tuple[int | None, dict[str, list[str]]]:
+def event_samples(row: Row) -> tuple[int | None, dict[str, list[str]]]:
     """The ``sample`` texts a run wrote at its last sampled step: ``(step, {prompt: texts})``."""
-    events = [e for e in runs.effective(runs.read_events(run.path)) if e.get("type") == "sample"]
-    if not events:
+    if row.view is None:
         return None, {}
-    last = max(e.get("step") or 0 for e in events)
-    at_last = [e for e in events if (e.get("step") or 0) == last]
-    if any(e.get("checkpoint") == "final" for e in at_last):
-        at_last = [e for e in at_last if e.get("checkpoint") == "final"]
+    last, at_last = row.view.samples()
     texts: dict[str, list[str]] = {}
-    for event in sorted(at_last, key=lambda e: e.get("index", 0)):
+    for event in at_last:
         texts.setdefault(str(event.get("prompt", "")), []).append(str(event.get("text", "")))
     return last, texts
 
@@ -229,7 +241,7 @@ def collect_samples(rows: list[Row], prompts: list[str], generate: bool) -> list
     for spec, row, target in bases.values():
         wanted.append(({"pane": "", "base": spec}, sampling_of(row), target))
     for row in rows:
-        step, texts = event_samples(row.run)
+        step, texts = event_samples(row)
         target = Samples(f"{row.run.ref} · step {step}" if step is not None else row.run.ref)
         if texts:
             target.texts, target.source = texts, "sample events"
@@ -323,6 +335,7 @@ def write_report(selected: list[runs.Run], folder: Path, defaults: dict[str, str
         "",
         results_table(rows),
         "",
+        *([*(f"- {md_escape(line)}" for line in notes(rows)), ""] if notes(rows) else []),
         ("Best values in bold. Held-out perplexity is measured on rows never trained on; bits per byte "
          "divides the same loss by the texts' UTF-8 bytes, so it compares models with different "
          "tokenizers fairly. Train time is wall time in the training process; tok/s counts trained "

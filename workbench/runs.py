@@ -35,6 +35,7 @@ LOG = "train.log"
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
 VANISHED = "process vanished"
+STATUS_PROBLEM = "status_problem"  # set by read_status only, never written
 
 
 class RunError(Exception):
@@ -380,16 +381,34 @@ def _overwrite_in_place(path: Path, data: bytes) -> bool:
 
 
 def _read_raw_status(run_dir: Path) -> dict[str, Any]:
+    return load_status(run_dir)[0]
+
+
+def load_status(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """``status.json`` as a dict, and why it could not be read (``None`` when it could)."""
+    path = Path(run_dir) / STATUS
     try:
-        data = json.loads((Path(run_dir) / STATUS).read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, "no status.json"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {}, f"status.json is not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc})"
+    except OSError as exc:
+        return {}, f"status.json can't be read ({exc.strerror or exc})"
+    if not isinstance(data, dict):
+        return {}, f"status.json holds a {type(data).__name__}, not an object"
+    return data, None
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
-    """``status.json`` with liveness applied: a dead "running" process reads as failed."""
-    status = _read_raw_status(run_dir)
+    """``status.json`` with liveness applied: a dead "running" process reads as failed.
+
+    When the file is missing or unreadable the dict is empty but for
+    ``STATUS_PROBLEM``, saying why (see :func:`workbench.records.parse_status`).
+    """
+    status, problem = load_status(run_dir)
+    if problem:
+        return {STATUS_PROBLEM: problem}
     if status.get("job_id") is not None:  # handed to a scheduler (Slurm): its launcher answers, not a pid
         from workbench import jobs
 
@@ -440,6 +459,49 @@ def is_alive(pid: Any, start: Any = None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# --- checkpoints ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete ``checkpoints/checkpoint-N`` folder: the trainer can resume from it."""
+
+    step: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+#: What a checkpoint holds once the trainer has finished writing it: the adapter, then the
+#: trainer state (written last). A folder missing any of these is a save cut short.
+CHECKPOINT_FILES = ("trainer_state.json", "adapter_config.json")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """True when ``path`` holds the trainer state and the adapter (config and weights)."""
+    return (all((path / f).is_file() for f in CHECKPOINT_FILES)
+            and any((path / f).is_file() for f in ADAPTER_WEIGHTS))
+
+
+def checkpoints(run_dir: Path) -> list[Checkpoint]:
+    """The run's complete checkpoints, by step: the one definition resume, trainer and UI use."""
+    found = []
+    for path in (Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"):
+        suffix = path.name[len("checkpoint-"):]
+        if suffix.isdigit() and is_complete_checkpoint(path):
+            found.append(Checkpoint(int(suffix), path))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The complete checkpoint a resume continues from (the highest step), or ``None``."""
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

@@ -48,6 +48,8 @@ def main() -> int:
     def save(step: int) -> None:
         path = run_dir / runs.CHECKPOINTS / f"checkpoint-{step}"
         path.mkdir(parents=True, exist_ok=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors", "trainer_state.json"):
+            (path / name).write_text("{}")  # what makes a checkpoint complete (runs.checkpoints)
         runs.append_event(run_dir, "checkpoint", step=step, path=str(path))
         runs.append_event(run_dir, "sample", step=step, checkpoint=str(path), prompt=">be me\n>",
                           text=f"fake sample at step {step}", index=0, seed=1234)

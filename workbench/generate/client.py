@@ -59,12 +59,7 @@ def adapter_path(run_dir: str | Path, checkpoint: str | int | None = FINAL) -> P
 def checkpoints(run_dir: str | Path) -> list[str]:
     """The adapters a run has on disk: ``checkpoint-N`` by step, then ``final`` if it exists."""
     run_dir = Path(run_dir)
-    found = []
-    for path in (run_dir / runs.CHECKPOINTS).glob("checkpoint-*"):
-        m = _CHECKPOINT_RE.match(path.name)
-        if m and (path / "adapter_config.json").is_file():
-            found.append((int(m.group(1)), path.name))
-    names = [name for _, name in sorted(found)]
+    names = [c.name for c in runs.checkpoints(run_dir)]  # complete ones only
     if (run_dir / runs.ADAPTER / "adapter_config.json").is_file():
         names.append(FINAL)
     return names

@@ -135,7 +135,7 @@ class EventCallback(TrainerCallback):
         if event is None:
             return
         write_eval_status(self.run_dir, self.evals, event)
-        print(eval_line(event), flush=True)
+        print(eval_line(event, self.evals.declared), flush=True)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not ranks.is_main():
@@ -155,15 +155,15 @@ class EventCallback(TrainerCallback):
 
 
 def write_eval_status(run_dir: Path, evals: Evaluations, event: dict[str, Any]) -> None:
-    """Put the latest evaluation and the best values so far in ``status.json``."""
+    """Put the latest evaluation, the best values so far and evaluator errors in ``status.json``."""
     last = {k: v for k, v in event.items() if k not in ("type", "time")}
+    extra = {"evaluator_errors": evals.errors} if evals.errors else {}
     ranks.status(run_dir, last_eval=last,
-                 **{f"best_{k}": v for k, v in evals.best.items()})
+                 **{f"best_{k}": v for k, v in evals.best.items()}, **extra)
 
 
-def eval_line(event: dict[str, Any]) -> str:
-    parts = [f"eval step {event['step']}"]
-    for key in ("eval_loss", "perplexity", "bits_per_byte"):
-        if isinstance(event.get(key), (int, float)):
-            parts.append(f"{key} {event[key]:.4f}")
-    return "  ".join(parts)
+def eval_line(event: dict[str, Any], declared: Any = ()) -> str:
+    """The train.log line of an evaluation: every metric, declared ones in their format."""
+    from workbench.present import eval_line as line
+
+    return line(event, declared)

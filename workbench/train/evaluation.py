@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from workbench.api import EvalContext, Evaluator
+from workbench.api import EvalContext, Evaluator, Metric
+from workbench.metrics import ENGINE_EVAL_FIELDS
 from workbench.train import ranks
 from workbench.train.errors import first_line
 
-RESERVED = ("type", "time", "step", "checkpoint")  # event fields the engine owns
+RESERVED = ENGINE_EVAL_FIELDS  # event fields the engine owns: an evaluator's metric can't overwrite them
 
 
 @contextlib.contextmanager
@@ -153,7 +154,9 @@ class Evaluations:
         self.autocast = autocast
         self.metric_evaluators = [e for e in evaluators if e.when == "eval"]
         self.sample_evaluators = [e for e in evaluators if e.when == "samples"]
+        self.declared: list[Metric] = [m for e in self.metric_evaluators for m in e.metrics]
         self.best: dict[str, float] = {}
+        self.errors: dict[str, dict[str, Any]] = {}  # evaluator -> {"step", "error"}: status warnings
 
     def _context(self, model: Any, step: int, checkpoint: str | None) -> tuple[EvalContext, dict]:
         exp, cache = self.experiment, {}
@@ -166,11 +169,14 @@ class Evaluations:
                 )
             return cache["result"]
 
-        def gen(prompts: list[str], seed: int, **overrides: Any) -> list[str]:
+        def gen(prompts: list[str], seed: int, *, temperature: float | None = None,
+                top_p: float | None = None, max_new_tokens: int | None = None) -> list[str]:
             s = exp.sampling
-            kw = {"temperature": s.temperature, "top_p": s.top_p,
-                  "max_new_tokens": s.max_new_tokens, **overrides}
-            return [generate(model, self.tokenizer, p, seed=seed, autocast=self.autocast, **kw)
+            return [generate(model, self.tokenizer, p, seed=seed, autocast=self.autocast,
+                             temperature=s.temperature if temperature is None else temperature,
+                             top_p=s.top_p if top_p is None else top_p,
+                             max_new_tokens=s.max_new_tokens if max_new_tokens is None
+                             else max_new_tokens)
                     for p in prompts]
 
         ctx = EvalContext(
@@ -192,6 +198,7 @@ class Evaluations:
                 metrics.update(ev.compute(ctx) or {})
             except Exception as exc:  # noqa: BLE001 - one broken evaluator must not end training
                 errors[ev.name] = f"{type(exc).__name__}: {first_line(exc)}"
+                self.errors[ev.name] = {"step": step, "error": errors[ev.name]}
                 print(f"evaluator {ev.name!r} failed at step {step}: {errors[ev.name]}",
                       file=sys.stderr, flush=True)
         base: dict[str, Any] = {}
@@ -202,10 +209,12 @@ class Evaluations:
         fields = {k: v for k, v in {**base, **metrics}.items() if k not in RESERVED}
         if errors:
             fields["errors"] = errors
-        for key in ("perplexity", "bits_per_byte"):
-            value = fields.get(key)
-            if isinstance(value, (int, float)) and value < self.best.get(key, float("inf")):
-                self.best[key] = float(value)
+        for metric in self.declared:
+            value = fields.get(metric.name)
+            if metric.better is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if metric.name not in self.best or metric.is_better(float(value), self.best[metric.name]):
+                self.best[metric.name] = float(value)
         return ranks.event(self.run_dir, "eval", step=step, **fields)
 
     def samples(self, model: Any, step: int, checkpoint: str) -> list[dict[str, Any]]:
@@ -216,9 +225,12 @@ class Evaluations:
             try:
                 produced = ev.compute(ctx) or []
             except Exception as exc:  # noqa: BLE001
-                msg = f"evaluator {ev.name!r} failed: {type(exc).__name__}: {first_line(exc)}"
+                error = f"{type(exc).__name__}: {first_line(exc)}"
+                msg = f"evaluator {ev.name!r} failed: {error}"
                 print(msg, file=sys.stderr, flush=True)
                 ranks.event(self.run_dir, "status", state="running", message=msg, step=step)
+                self.errors[ev.name] = {"step": step, "error": error}
+                ranks.status(self.run_dir, evaluator_errors=self.errors)
                 continue
             for item in produced:
                 item = {k: v for k, v in item.items() if k not in RESERVED}

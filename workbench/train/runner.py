@@ -126,18 +126,15 @@ class Session:
             traceback.print_exc()
 
     def _resume_point(self) -> Path:
-        """The latest checkpoint, announced with a ``resume`` event; a UserError if none."""
-        from workbench.train.trainer import latest_checkpoint
-
-        found = latest_checkpoint(self.run_dir)
+        """The latest complete checkpoint, announced with a ``resume`` event; a UserError if none."""
+        found = runs.latest_checkpoint(self.run_dir)
         if found is None:
-            raise UserError(f"nothing to resume: no checkpoint in {self.run_dir / runs.CHECKPOINTS}",
-                            hint="start a new run instead")
-        checkpoint, from_step = found
-        ranks.event(self.run_dir, "resume", from_step=from_step, checkpoint=checkpoint.name)
-        ranks.status(self.run_dir, step=from_step)
-        print(f"resuming from {checkpoint.name}", flush=True)
-        return checkpoint
+            raise UserError(f"nothing to resume: no complete checkpoint in "
+                            f"{self.run_dir / runs.CHECKPOINTS}", hint="start a new run instead")
+        ranks.event(self.run_dir, "resume", from_step=found.step, checkpoint=found.name)
+        ranks.status(self.run_dir, step=found.step)
+        print(f"resuming from {found.name}", flush=True)
+        return found.path
 
     def train(self, resume: bool) -> None:
         """Train to the end (or to a stop request) and write the run's final state."""
@@ -161,10 +158,12 @@ class Session:
         self.registry.pm.hook.post_lora_load(experiment=exp, model=model)
 
         evals = Evaluations(run_dir, exp, evaluators, tokenizer, eval_texts, hardware.autocast)
+        # the run folder declares its metrics, so readers need no plugins to show them
+        ranks.status(run_dir, metrics=[m.to_json() for m in evals.declared])
         if resume:  # the best values so far survive the restart
             status = runs.read_status(run_dir)
-            evals.best = {k: status[f"best_{k}"] for k in ("perplexity", "bits_per_byte")
-                          if isinstance(status.get(f"best_{k}"), (int, float))}
+            evals.best = {m.name: status[f"best_{m.name}"] for m in evals.declared
+                          if isinstance(status.get(f"best_{m.name}"), (int, float))}
         callback = EventCallback(run_dir, exp, evals, self.stop, cuda=hardware.cuda)
         sft = build.build_trainer(model, tokenizer, train_texts,
                                   build.sft_config(exp, run_dir, hardware), [callback])
@@ -201,7 +200,7 @@ class Session:
             final = evals.evaluate(model, step)
             if final is not None:
                 write_eval_status(run_dir, evals, final)
-                print(eval_line(final), flush=True)
+                print(eval_line(final, evals.declared), flush=True)
             evals.samples(model, step, "final")
         summary = {**summary, **training, **{k: v for k, v in memory.fields().items()
                                              if k.startswith("eval_")}}

@@ -222,13 +222,6 @@ def build_trainer(model: Any, tokenizer: Any, train_texts: list[str], args: Any,
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
-    """The highest complete ``checkpoints/checkpoint-N`` (its trainer state was written last)."""
-    found = []
-    for path in (run_dir / runs.CHECKPOINTS).glob("checkpoint-*"):
-        suffix = path.name.rsplit("-", 1)[-1]
-        if suffix.isdigit() and (path / "trainer_state.json").is_file():
-            found.append((int(suffix), path))
-    if not found:
-        return None
-    step, path = max(found)
-    return path, step
+    """The highest complete checkpoint (:func:`workbench.runs.latest_checkpoint`) and its step."""
+    found = runs.latest_checkpoint(run_dir)
+    return (found.path, found.step) if found else None

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
-from workbench.cli import fmt_duration, fmt_rate
+from workbench.present import fmt_duration, fmt_rate
 
 __all__ = ["age", "compact", "fmt_duration", "fmt_rate", "log_ticks", "nice_ticks", "num", "state_badge",
            "stopping"]
