@@ -89,7 +89,11 @@ class Context:
         """The config, checked against the backends and evaluators the plugins provide."""
         cfg = self.config
         reg = self.registry
-        config.check_plugins(cfg, reg.backends, reg.evaluators, reg.launchers)
+        try:
+            config.check_plugins(cfg, reg.backends, reg.evaluators, reg.launchers)
+        except ConfigError as exc:
+            # an unknown name may be a plugin that failed to load: say so on the same line
+            raise ConfigError(f"{exc}{reg.failure_note()}") from None
         return cfg
 
 
@@ -195,6 +199,9 @@ def describe(v: RunView) -> str:
     if v.loss is not None:
         lines.append(f"  train loss: {v.loss:.4f}")
     for m in v.metrics:
+        if m.best is None:
+            lines.append(f"  {m.metric.title}: no value yet")
+            continue
         at = f" (step {m.best_step})" if m.best_step is not None else ""
         best = "best" if m.metric.better else "last"
         final = f", final {fmt_metric(m.metric, m.final)}" if m.final is not None and m.metric.better else ""

@@ -21,6 +21,7 @@ import pluggy
 
 from workbench import PROJECT, hookspecs
 from workbench.api import Backend, Evaluator, Launcher
+from workbench.metrics import check_declared
 
 BLOCK_ENV = "WORKBENCH_BLOCK_PLUGINS"
 BUILTIN_DIST = PROJECT
@@ -63,6 +64,10 @@ class Registry:
     def origin(self, kind: str, name: str) -> Provided | None:
         return self.provenance.get((kind, name))
 
+    def failure_note(self) -> str:
+        """`` — plugin 'y' failed to load: ...`` for each failed plugin ("" when none failed)."""
+        return "".join(f" — plugin {f.plugin!r} failed to load: {f.error}" for f in self.failures)
+
 
 def blocked_names() -> list[str]:
     return [n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()]
@@ -99,6 +104,10 @@ def load_plugins(
 
 def _register(reg: Registry, plugin: Any, name: str, source: str) -> None:
     if reg.pm.is_blocked(name):
+        return
+    if reg.pm.has_plugin(name):
+        reg.failures.append(Failure(name, source, f"the plugin name {name!r} is already taken by "
+                                    f"{reg.sources.get(name, '?')}: rename the entry point"))
         return
     try:
         reg.pm.register(plugin, name=name)
@@ -157,6 +166,10 @@ def _collect(reg: Registry, kind: str, expected: type) -> None:
         def register(item: Any, _plugin: str = plugin_name, _source: str = source) -> None:
             if not isinstance(item, expected):
                 raise TypeError(f"register() expects a {expected.__name__}, got {item!r}")
+            if isinstance(item, Evaluator):
+                problems = check_declared(item.name, item.metrics)
+                if problems:
+                    raise ValueError("; ".join(problems))
             if item.name in target:
                 prev = reg.provenance[(kind, item.name)]
                 raise ValueError(

@@ -147,7 +147,7 @@ def _metrics(status: Status, summary: Summary) -> list[MetricResult]:
         metric = declared[name]
         points = summary.metric_series(name)
         if points:
-            best_pt = points[-1]
+            best_pt = points[0]  # the first step that reached the best value
             for p in points:
                 if metric.is_better(p[1], best_pt[1]):
                     best_pt = p

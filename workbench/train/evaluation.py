@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from workbench.api import EvalContext, Evaluator, Metric
-from workbench.metrics import ENGINE_EVAL_FIELDS
+from workbench.metrics import RESERVED as RESERVED_METRICS
 from workbench.train import ranks
 from workbench.train.errors import first_line
 
-RESERVED = ENGINE_EVAL_FIELDS  # event fields the engine owns: an evaluator's metric can't overwrite them
+RESERVED = ("type", "time", "step", "checkpoint")  # event fields the engine owns
 
 
 @contextlib.contextmanager
@@ -206,7 +206,8 @@ class Evaluations:
             h = cache["result"]
             base = {"eval_loss": h["nll"] / max(h["tokens"], 1),
                     "tokens": h["tokens"], "bytes": h["bytes"]}
-        fields = {k: v for k, v in {**base, **metrics}.items() if k not in RESERVED}
+        # an evaluator can't overwrite what the engine measures (see workbench.api.RESERVED_METRICS)
+        fields = {**base, **{k: v for k, v in metrics.items() if k not in RESERVED_METRICS}}
         if errors:
             fields["errors"] = errors
         for metric in self.declared:

@@ -70,6 +70,9 @@ def end_run(run_dir: Path, session: Session | None, state: str, message: str, co
         pass
     if ranks.is_main():
         runs.release_space(run_dir)
+        from workbench.summary import summarise
+
+        summarise(run_dir)  # readers find the run's summary warm; best effort on a full disk
     if session is not None:
         session.post_train(state)
 
@@ -106,8 +109,7 @@ class Session:
     def _lookup(self) -> tuple[Any, list[Any]]:
         """The experiment's backend and evaluators, or a UserError naming what is unknown."""
         reg, exp = self.registry, self.exp
-        failed = (f" (failed plugins: {', '.join(f.plugin for f in reg.failures)})"
-                  if reg.failures else "")
+        failed = reg.failure_note()
         if exp.backend not in reg.backends:
             raise UserError(f"unknown backend {exp.backend!r}; known: "
                             f"{', '.join(sorted(reg.backends)) or 'none'}{failed}", kind="config")
