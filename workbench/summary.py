@@ -37,6 +37,9 @@ SUMMARY = ".summary.json"
 VERSION = 1
 CHUNK = 1 << 22
 MAX_DAMAGE = 5  # malformed lines named individually; the rest are counted
+_NUM = (int, float)
+_NUM_NONE = (int, float, type(None))
+_LAST_TRAIN = ("step", "time", "loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_gb")
 Point = tuple[float, float]
 
 
@@ -147,6 +150,8 @@ class Summary:
     def fold(self, raw: Any) -> None:
         """Add one decoded event line."""
         self._line += 1
+        if type(raw) is dict and raw.get("type") == "train" and self._fold_train(raw):
+            return
         event, problem = parse_event(raw)
         if event is None:
             self.malformed += 1
@@ -173,8 +178,7 @@ class Summary:
         if kind == "train" and step is not None:
             step = int(step)
             self.max_step = step if self.max_step is None else max(self.max_step, step)
-            self.last_train = {k: ev.get(k) for k in ("step", "time", "loss", "lr", "grad_norm",
-                                                       "tokens_per_s", "peak_mem_gb")}
+            self.last_train = ev
             n, rate = number(ev.get("tokens")), number(ev.get("tokens_per_s"))
             if n and rate:
                 self.train_tokens += n
@@ -197,6 +201,36 @@ class Summary:
             self.checkpoints.append(int(step))
         elif kind == "status":
             self.last_status = {k: ev.get(k) for k in ("state", "message", "time", "step")}
+
+    def _fold_train(self, ev: dict[str, Any]) -> bool:
+        """The common case, a well-formed train event, without the generic checks (~3x faster).
+
+        Returns False (nothing folded) when any field is unusual: the generic path decides.
+        """
+        step, t, loss = ev.get("step"), ev.get("time"), ev.get("loss")
+        n, rate = ev.get("tokens"), ev.get("tokens_per_s")
+        if (type(step) is not int or type(t) not in _NUM or type(loss) not in _NUM_NONE
+                or type(n) not in _NUM_NONE or type(rate) not in _NUM_NONE
+                or type(ev.get("lr")) not in _NUM_NONE or type(ev.get("grad_norm")) not in _NUM_NONE
+                or type(ev.get("epoch")) not in _NUM_NONE or loss != loss):
+            return False
+        self.events += 1
+        s = self.sessions[-1]
+        if not s:
+            s.extend((t, t))
+        elif t > s[1]:
+            s[1] = t
+        elif t < s[0]:
+            s[0] = t
+        if self.max_step is None or step > self.max_step:
+            self.max_step = step
+        self.last_train = ev
+        if n and rate:
+            self.train_tokens += n
+            self.train_seconds += n / rate
+        if loss is not None:
+            self.loss.add(step, loss)
+        return True
 
     def _cut(self, step: int) -> None:
         self.loss.cut(step)
@@ -255,7 +289,8 @@ class Summary:
         return {
             "version": VERSION, "offset": self.offset, "inode": self.inode, "events": self.events,
             "malformed": self.malformed, "damage": self.damage, "sessions": self.sessions,
-            "resumes": self.resumes, "max_step": self.max_step, "last_train": self.last_train,
+            "resumes": self.resumes, "max_step": self.max_step,
+            "last_train": {k: self.last_train.get(k) for k in _LAST_TRAIN} if self.last_train else None,
             "train_tokens": self.train_tokens, "train_seconds": self.train_seconds,
             "loss": self.loss.to_json(), "evals": self.evals, "samples": self.samples,
             "checkpoints": self.checkpoints, "last_status": self.last_status,

@@ -160,6 +160,10 @@ def write_eval_status(run_dir: Path, evals: Evaluations, event: dict[str, Any]) 
     extra = {"evaluator_errors": evals.errors} if evals.errors else {}
     ranks.status(run_dir, last_eval=last,
                  **{f"best_{k}": v for k, v in evals.best.items()}, **extra)
+    if ranks.is_main():  # keep the readers' summary warm: folds only the events since the last eval
+        from workbench.summary import summarise
+
+        summarise(run_dir)
 
 
 def eval_line(event: dict[str, Any], declared: Any = ()) -> str:
