@@ -283,3 +283,51 @@ def test_a_queued_run_gets_the_environment_of_the_command_that_queued_it(tmp_pat
     recorded = (root / "probe" / "1" / runenv.ENV_FILE)
     assert "hf_secret" not in recorded.read_text()  # secrets are never written to the run folder
     assert recorded.stat().st_mode & 0o077 == 0
+
+
+# --- declared metrics and agreement on hand-written runs --------------------------------------
+
+DECLARED = [{"name": "perplexity", "label": "held-out ppl", "better": "lower", "format": ".3f"},
+            {"name": "greentext-format", "label": "greentext fmt", "better": "higher", "format": ".2f"}]
+
+
+@pytest.fixture
+def declared_runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    for exp, value, ppl in (("hi", 0.93, 9.0), ("lo", 0.41, 8.0)):
+        events = [{"type": "train", "time": 1000.0, "step": 1, "loss": 2.0, "tokens": 100,
+                   "tokens_per_s": 50.0},
+                  {"type": "eval", "time": 1001.0, "step": 1, "perplexity": ppl, "greentext-format": value},
+                  {"type": "resume", "time": 5000.0, "from_step": 1},  # a long gap: not training time
+                  {"type": "train", "time": 5002.0, "step": 2, "loss": 1.0, "tokens": 300,
+                   "tokens_per_s": 100.0}]
+        make_run(root, exp, {"state": "finished", "started": 990.0, "ended": 5002.0, "step": 2,
+                             "max_steps": 2, "metrics": DECLARED, "tokens_per_s": 100.0}, events)
+    return tmp_path
+
+
+def test_sorting_and_best_marks_follow_the_declared_direction(declared_runs):
+    from workbench import results
+
+    rows = results.collect(declared_runs / "runs")
+    assert [r["run"] for r in results.sort_rows(rows, "greentext-format")] == ["hi#1", "lo#1"]
+    assert [r["run"] for r in results.sort_rows(rows, "ppl")] == ["lo#1", "hi#1"]
+    best = {r["run"]: r.best for r in rows}
+    assert "greentext-format" in best["hi#1"] and "ppl" in best["lo#1"]
+    assert results.cell(next(r for r in rows if r["run"] == "hi#1"), "greentext-format") == "★ 0.93"
+
+
+def test_status_and_results_agree_on_a_resumed_run(declared_runs):
+    status = cli(declared_runs, "status").stdout.splitlines()
+    res = cli(declared_runs, "results").stdout.splitlines()
+    split = __import__("re").compile(r"\s{2,}").split
+    s_head, r_head = split(status[0].strip()), split(res[0].strip())
+    s_rows = {split(x.strip())[0]: dict(zip(s_head, split(x.strip()), strict=False)) for x in status[1:]}
+    r_rows = {split(x.strip())[0]: dict(zip(r_head, [c.replace("★ ", "") for c in split(x.strip())],
+                                            strict=False)) for x in res[1:]}
+    for run in ("hi#1", "lo#1"):
+        for h in ("held-out ppl", "greentext fmt", "tok/s", "train time"):
+            assert s_rows[run][h] == r_rows[run][h], (run, h)
+    # 13 s of training (990-1001 and 5000-5002), not the 67 min from start to end
+    assert s_rows["hi#1"]["train time"] == "13s"
+    assert s_rows["hi#1"]["tok/s"] == "80"  # 400 tokens over 5 s of steps, not the last step's 100
