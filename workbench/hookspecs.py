@@ -4,7 +4,8 @@ Each ``register_*`` hook receives a ``register`` callback; an implementation
 calls it once per thing it provides. Implementations may accept fewer
 arguments than the spec lists, so specs can grow without breaking plugins.
 None of these hooks may import torch at call time; heavy imports belong inside
-the ``load``/``compute`` functions that the training subprocess calls.
+the ``load``/``compute`` functions that the training subprocess calls. The
+descriptor types and helpers a plugin uses are in :mod:`workbench.api`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ def register_backends(register: Callable[[Any], None]) -> None:
 
 @hookspec
 def register_evaluators(register: Callable[[Any], None]) -> None:
-    """Call ``register(Evaluator(...))`` for each evaluator this plugin provides."""
+    """Call ``register(Evaluator(...))`` for each evaluator this plugin provides.
+
+    An ``"eval"`` evaluator declares the metrics it returns in ``Evaluator.metrics``
+    (:class:`workbench.api.Metric`); a declaration using a reserved name
+    (:data:`workbench.api.RESERVED_METRICS`) makes the registration fail.
+    """
 
 
 @hookspec

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench.metrics import Metric, undeclared
+from workbench.metrics import ENGINE_EVAL_FIELDS, Metric, undeclared
 from workbench.records import DAMAGED, Status, number, parse_status
 from workbench.terminal import one_line
 
@@ -131,8 +131,6 @@ def metric_label(name: str, metrics: Mapping[str, Metric] | None = None) -> str:
 
 def eval_metrics(event: Mapping[str, Any], declared: Iterable[Metric] = ()) -> list[tuple[Metric, Any]]:
     """The metrics of an ``eval`` event: declared ones first (in order), then any others."""
-    from workbench.metrics import ENGINE_EVAL_FIELDS
-
     out: list[tuple[Metric, Any]] = []
     seen = set()
     for m in declared:
