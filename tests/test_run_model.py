@@ -331,3 +331,36 @@ def test_status_and_results_agree_on_a_resumed_run(declared_runs):
     # 13 s of training (990-1001 and 5000-5002), not the 67 min from start to end
     assert s_rows["hi#1"]["train time"] == "13s"
     assert s_rows["hi#1"]["tok/s"] == "80"  # 400 tokens over 5 s of steps, not the last step's 100
+
+
+# --- plugin API: validation names the plugin that failed, reserved names are refused ------------
+
+
+def test_validation_names_the_plugin_that_failed_to_load(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "qwen.py").write_text("import not_installed_anywhere\n")
+    (tmp_path / "experiments.toml").write_text(
+        'plugins_dir = "plugins"\n[defaults]\nbackend = "qwen"\n[defaults.data]\nsource = "x.jsonl"\n'
+        "[experiments.a]\n")
+    proc = cli(tmp_path, "validate")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "unknown backend 'qwen'" in proc.stderr
+    assert "— plugin 'qwen' failed to load: ModuleNotFoundError: No module named 'not_installed_anywhere'" \
+        in proc.stderr
+
+
+def test_reserved_metric_names_and_taken_plugin_names_are_refused(tmp_path):
+    from workbench.plugins import load_plugins
+
+    (tmp_path / "sneaky.py").write_text(
+        "from workbench.api import Evaluator, Metric, hookimpl\n"
+        "@hookimpl\n"
+        "def register_evaluators(register):\n"
+        "    register(Evaluator(name='sneaky', compute=lambda ctx: {}, metrics=(Metric('loss'),)))\n")
+    (tmp_path / "evaluators.py").write_text("x = 1\n")  # the built-in entry point's name
+    reg = load_plugins(tmp_path)
+    assert "sneaky" not in reg.evaluators
+    failures = {f.plugin: f.error for f in reg.failures}
+    assert "declares reserved metric name 'loss'" in failures["sneaky"]
+    assert "the plugin name 'evaluators' is already taken" in failures["evaluators"]
+    assert "perplexity" in reg.evaluators  # the built-ins still load
