@@ -67,16 +67,21 @@ def write_run(folder: Path, events: int, seed: int) -> None:
     }))
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and the child's peak RSS in MB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and the child's peak RSS in MB.
+
+    On a shared machine the wall time moves with the load; the CPU time much less.
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, cpu0 = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024  # ru_maxrss of children: the largest so far, in KiB
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - cpu0
+    return wall, cpu, max(usage.ru_maxrss, before) / 1024  # ru_maxrss: the largest child so far, KiB
 
 
 def main() -> None:
@@ -107,17 +112,18 @@ def main() -> None:
         print(f"{args.runs} run(s) of {args.events:,} train events "
               f"({sum(p.stat().st_size for p in root.rglob('events.jsonl')) / 1e6:.0f} MB of events.jsonl); "
               f"code: {code}")
-        print(f"{'command':24} {'cold s':>8} {'warm s':>8} {'peak MB (cold)':>15}")
+        print(f"{'command':24} {'cold s':>7} {'cpu s':>6} {'warm s':>7} {'cpu s':>6} {'peak MB':>8}")
         for name, argv in commands.items():
             cold, warm, peak = [], [], 0.0
             for _ in range(args.repeat):
                 for cache in root.rglob(".summary.json"):
                     cache.unlink()
-                wall, mb = timed(argv, env, tmp)
-                cold.append(wall)
+                wall, cpu, mb = timed(argv, env, tmp)
+                cold.append((wall, cpu))
                 peak = max(peak, mb)
-                warm.append(timed(argv, env, tmp)[0])
-            print(f"{name:24} {min(cold):8.2f} {min(warm):8.2f} {peak:15.0f}")
+                warm.append(timed(argv, env, tmp)[:2])
+            (cw, cc), (ww, wc) = min(cold), min(warm)
+            print(f"{name:24} {cw:7.2f} {cc:6.2f} {ww:7.2f} {wc:6.2f} {peak:8.0f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
