@@ -20,7 +20,16 @@ from typing import Any
 
 from workbench import __version__, config, launch, queue, runs
 from workbench.config import Config, ConfigError
-from workbench.present import event_line, fmt_duration, fmt_metric, fmt_num, fmt_rate, state_text, table
+from workbench.present import (
+    event_line,
+    fmt_duration,
+    fmt_metric,
+    fmt_num,
+    fmt_rate,
+    model_label,
+    state_text,
+    table,
+)
 from workbench.runs import RunError
 from workbench.runview import RunView, view
 from workbench.terminal import one_line, printable
@@ -130,7 +139,7 @@ def cmd_list(ctx: Context) -> int:
     for name, exp in cfg.experiments.items():
         run = runs.latest_run(ctx.root, name)
         v = view(run, defaults) if run else None
-        base.append([name, exp.backend, exp.model or defaults.get(exp.backend, "(default)"),
+        base.append([name, exp.backend, model_label(exp.model or defaults.get(exp.backend), exp.backend),
                      str(exp.lora.r), str(exp.train.steps), run.ref if run else "-",
                      v.state_text if v else "-"])
         latest.append(v)
@@ -193,7 +202,8 @@ def describe(v: RunView) -> str:
     lines = [f"{v.ref}: {one_line(v.state_text)}"]
     for reason in v.damaged[1:] if v.damaged else []:
         lines.append(f"  damaged: {one_line(reason)}")
-    lines.append(f"  model: {one_line(v.model)}" + (f" ({v.backend} backend)" if v.backend else ""))
+    own = v.backend and not v.model.endswith("(default)")
+    lines.append(f"  model: {one_line(v.model)}" + (f" ({v.backend} backend)" if own else ""))
     if v.steps is not None:
         lines.append(f"  steps: {v.steps}" + (f"/{v.max_steps}" if v.max_steps else ""))
     if v.loss is not None:

@@ -209,12 +209,14 @@ class Summary:
         """
         step, t, loss = ev.get("step"), ev.get("time"), ev.get("loss")
         n, rate = ev.get("tokens"), ev.get("tokens_per_s")
+        t_any: Any = t
         if (type(step) is not int or type(t) not in _NUM or type(loss) not in _NUM_NONE
                 or type(n) not in _NUM_NONE or type(rate) not in _NUM_NONE
                 or type(ev.get("lr")) not in _NUM_NONE or type(ev.get("grad_norm")) not in _NUM_NONE
                 or type(ev.get("epoch")) not in _NUM_NONE or loss != loss):
             return False
         self.events += 1
+        t = t_any  # checked above: a number
         s = self.sessions[-1]
         if not s:
             s.extend((t, t))
