@@ -131,8 +131,9 @@ class Session:
         """The latest complete checkpoint, announced with a ``resume`` event; a UserError if none."""
         found = runs.latest_checkpoint(self.run_dir)
         if found is None:
-            raise UserError(f"nothing to resume: no complete checkpoint in "
-                            f"{self.run_dir / runs.CHECKPOINTS}", hint="start a new run instead")
+            raise UserError(f"nothing to resume: no checkpoint in {self.run_dir / runs.CHECKPOINTS} "
+                            "(a complete one holds trainer_state.json and the adapter)",
+                            hint="start a new run instead")
         ranks.event(self.run_dir, "resume", from_step=found.step, checkpoint=found.name)
         ranks.status(self.run_dir, step=found.step)
         print(f"resuming from {found.name}", flush=True)
