@@ -7,7 +7,14 @@ atomically), ``train.log``, ``adapter/`` and ``checkpoints/``. A run is named
 
 Readers never trust ``status.json`` alone: a run that says it is running but
 whose process (pid *and* start time) is gone reads as failed, "process
-vanished". Standard library only: the TUI imports this module.
+vanished". :func:`checkpoints` is the one definition of a complete
+checkpoint (resume, the trainer, generation and the UI use it).
+
+The typed side of the contract is beside this module: :mod:`workbench.records`
+(``Status``, the event types), :mod:`workbench.summary` (what readers need
+from the events, kept incrementally), :mod:`workbench.runview` (the read
+model every surface renders) and :mod:`workbench.present` (state words,
+labels, formats). Standard library only: the TUI imports this module.
 """
 
 from __future__ import annotations
