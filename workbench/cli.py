@@ -21,6 +21,7 @@ from typing import Any
 from workbench import __version__, config, launch, queue, runs
 from workbench.config import Config, ConfigError
 from workbench.present import (
+    default_models,
     event_line,
     fmt_duration,
     fmt_metric,
@@ -107,12 +108,6 @@ class Context:
 
 
 # --- commands --------------------------------------------------------------
-
-
-def default_models(registry: Any) -> dict[str, str]:
-    """``{backend: default model}`` for backends whose default is a plain string."""
-    return {name: b.default_model for name, b in getattr(registry, "backends", {}).items()
-            if isinstance(b.default_model, str)}
 
 
 def metric_cells(views: list[RunView]) -> tuple[list[str], list[list[str]]]:

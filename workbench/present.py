@@ -122,6 +122,12 @@ def model_label(source: str | None, backend: str | None = None) -> str:
     return name or str(source)
 
 
+def default_models(registry: Any) -> dict[str, str]:
+    """``{backend: default model}`` for a registry's backends whose default is a plain string."""
+    return {name: b.default_model for name, b in getattr(registry, "backends", {}).items()
+            if isinstance(b.default_model, str)}
+
+
 def metric_label(name: str, metrics: Mapping[str, Metric] | None = None) -> str:
     return (metrics or {}).get(name, undeclared(name)).title
 

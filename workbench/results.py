@@ -19,9 +19,12 @@ from typing import Any
 
 from workbench import runs
 from workbench.metrics import Metric
-from workbench.present import fmt_duration, fmt_metric, fmt_rate, model_label
+from workbench.present import default_models, fmt_duration, fmt_metric, fmt_rate, model_label
 from workbench.runview import RunView, view
 from workbench.terminal import one_line
+
+__all__ = ["BY_KEY", "COLUMNS", "Column", "Row", "cell", "collect", "default_models", "rows_for",
+           "sort_rows"]
 
 
 @dataclass(frozen=True)
@@ -245,15 +248,6 @@ def render(rows: list[Row], columns: Iterable[str] | None = None) -> str:
 
 
 # --- the command ---------------------------------------------------------------------------
-
-
-def default_models(registry: Any) -> dict[str, str]:
-    """``{backend: default model}`` for backends whose default is a plain string."""
-    out = {}
-    for name, backend in getattr(registry, "backends", {}).items():
-        if isinstance(backend.default_model, str):
-            out[name] = backend.default_model
-    return out
 
 
 def notes(rows: Iterable[Row]) -> list[str]:
