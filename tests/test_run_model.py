@@ -364,3 +364,15 @@ def test_reserved_metric_names_and_taken_plugin_names_are_refused(tmp_path):
     assert "declares reserved metric name 'loss'" in failures["sneaky"]
     assert "the plugin name 'evaluators' is already taken" in failures["evaluators"]
     assert "perplexity" in reg.evaluators  # the built-ins still load
+
+
+def test_views_are_rebuilt_only_when_the_run_changed(tmp_path):
+    from workbench.runview import Views
+
+    run_dir = make_run(tmp_path / "runs", "good", {"state": "finished", "step": 1}, GOOD_EVENTS)
+    views = Views()
+    first = views.get(runs.resolve(tmp_path / "runs", "good#1"))
+    assert views.get(runs.resolve(tmp_path / "runs", "good#1")) is first
+    runs.append_event(run_dir, "eval", step=2, perplexity=4.0)
+    again = views.get(runs.resolve(tmp_path / "runs", "good#1"))
+    assert again is not first and again.metric("perplexity").best == 4.0

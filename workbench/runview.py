@@ -245,3 +245,41 @@ def best_run(candidates: Iterable[RunView], metric: str) -> RunView | None:
         if best is None or m.metric.is_better(m.best, best[1].best):  # type: ignore[arg-type]
             best = (v, m)
     return best[0] if best else None
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class Views:
+    """Views of many runs, rebuilt only for runs whose folder changed (for a UI that polls).
+
+    A run's view is reused while its status (as read, liveness applied),
+    ``events.jsonl``, ``config.json`` and ``checkpoints/`` are unchanged, so
+    polling a table of runs costs a few ``stat`` calls per run.
+    """
+
+    def __init__(self, default_models: Mapping[str, str] | None = None) -> None:
+        self.default_models = default_models
+        self._cache: dict[Path, tuple[Any, RunView]] = {}
+
+    def get(self, run: runs.Run) -> RunView:
+        key = (run.status, _stamp(run.path / runs.EVENTS), _stamp(run.path / runs.CONFIG),
+               _stamp(run.path / runs.CHECKPOINTS))
+        cached = self._cache.get(run.path)
+        if cached is not None and cached[0] == key:
+            cached[1].run = run
+            return cached[1]
+        fresh = view(run, self.default_models)
+        self._cache[run.path] = (key, fresh)
+        return fresh
+
+    def forget(self, keep: Iterable[Path]) -> None:
+        """Drop the views of runs not in ``keep`` (deleted folders)."""
+        wanted = set(keep)
+        for path in [p for p in self._cache if p not in wanted]:
+            del self._cache[path]
