@@ -103,12 +103,13 @@ def state_text(status: Status | Mapping[str, Any], damage: Iterable[str] = ()) -
     reasons = [*st.damaged, *damage]
     if st.state == DAMAGED or reasons:
         return f"{DAMAGED}: {reasons[0]}" if reasons else DAMAGED
-    word = state_word(st)
+    text = state_word(st)
     if st.state == "running":
-        return f"running {st.step or 0}/{st.max_steps if st.max_steps is not None else '?'}"
-    if st.state == "failed":
-        return f"failed ({st.error_kind or 'error'})"
-    return word
+        text = f"running {st.step or 0}/{st.max_steps if st.max_steps is not None else '?'}"
+    elif st.state == "failed":
+        text = f"failed ({st.error_kind or 'error'})"
+    job = st.raw.get("job_detail")  # a run handed to an outside scheduler (Slurm): where its job is
+    return f"{text} · {job}" if isinstance(job, str) and job else text
 
 
 # --- labels ------------------------------------------------------------------------------------
