@@ -223,8 +223,8 @@ def resume(run: Run, max_parallel: int | None = None) -> Run:
         return jobs.resubmit(run)
     dist = runs.read_config(run.path).get("experiment", {}).get("distributed") or {}
     refuse_more_gpus_than_the_machine(run.ref, dist.get("nproc_per_node", 1))
-    runenv.record(run.path)
     runs.write_status(run.path, state="queued", resume_on_start=True, cancelled=None)
+    runenv.record(run.path)
     queue.enqueue(run.path, gpus_needed=dist.get("nproc_per_node", 1), max_parallel=max_parallel)
     queue.ensure_scheduler(run.path.parent.parent)
     return run.refresh()

@@ -52,10 +52,14 @@ def record(run_dir: Path, environ: Mapping[str, str] | None = None) -> None:
     env = {k: v for k, v in environ.items() if recorded(k)}
     path = Path(run_dir) / ENV_FILE
     tmp = path.with_name(f".{ENV_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(env, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(env, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: say which file, leave no temp file
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def for_run(run_dir: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
