@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (see README.md):
 #   make demo   - create .venv, install, train the offline `tiny` experiment and show it
-#   make test   - create .venv, install, run ruff and the test suite
+#   make test   - create .venv, install, run ruff, mypy and the test suite
 PYTHON ?= python3
 VENV ?= .venv
 # A CPU-only box: torch==2.13.0 (the CPU build where one lies on disk). GPU box:
@@ -30,6 +30,7 @@ tui: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 test-slow: install

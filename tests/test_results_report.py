@@ -15,7 +15,8 @@ import pytest
 from trained_runs import PROMPT, quiet_env, trained_runs
 
 from workbench import cli, comparisons, results, runs
-from workbench.compare import columns, printable, split_ref
+from workbench.compare import columns
+from workbench.compare_model import printable, split_ref
 from workbench.report import write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -460,7 +460,8 @@ class WorkbenchApp(App[int]):
 
     def action_compare(self) -> None:
         """Open the compare screen on the marked experiments' latest runs (else the selected one's)."""
-        from workbench.screens.compare import CompareScreen, default_sampling
+        from workbench.compare_model import default_sampling
+        from workbench.screens.compare import CompareScreen
         from workbench.widgets.gen_pane import PaneSource
 
         if isinstance(self.screen, CompareScreen):
@@ -477,7 +478,7 @@ class WorkbenchApp(App[int]):
                 chosen.append(done[-1])
         sources = [PaneSource.for_run(run) for run in chosen[:4]]
         if len(sources) == 1:  # before and after: the run's untuned base next to it
-            from workbench.compare import base_spec
+            from workbench.compare_model import base_spec
 
             try:
                 sources.insert(0, PaneSource(base=base_spec(chosen[0].path)))

@@ -4,8 +4,8 @@ In a terminal wide enough for every pane the results are printed side by
 side once they are complete (a progress line streams meanwhile); otherwise
 each pane streams its text as it is generated, one after the other. Sampling
 settings default to the first run's ``[sampling]``; the same seed and
-settings always give the same text. Standard library only: generation runs
-in the worker process (:mod:`workbench.generate.client`).
+settings always give the same text. This module is the command (argparse and
+printing); what a pane is lives in :mod:`workbench.compare_model`.
 """
 
 from __future__ import annotations
@@ -14,95 +14,29 @@ import argparse
 import shutil
 import sys
 import textwrap
-from dataclasses import dataclass
 from typing import Any, TextIO
 
-from workbench import comparisons, runs
+from workbench import comparisons
+from workbench.compare_model import (
+    Target,
+    build_comparison,
+    pane_text,
+    printable,
+    request_settings,
+    run_experiment,
+    targets_for,
+)
 from workbench.generate import client as gen
-from workbench.results import short_model
 from workbench.runs import RunError
-from workbench.terminal import printable  # noqa: F401 - report and the compare pane import it from here
 
 MIN_COLUMN = 28
 GAP = " │ "
 
 
-@dataclass
-class Target:
-    """A pane to fill: its spec for the worker and the label shown above it."""
-
-    spec: dict[str, Any]
-    label: str
-    run: runs.Run | None = None
-    checkpoint: str | None = None
-
-
-def split_ref(text: str) -> tuple[str, str]:
-    """``baseline#3@checkpoint-200`` -> ``("baseline#3", "checkpoint-200")``; ``@200`` works too."""
-    ref, _, checkpoint = text.partition("@")
-    if not checkpoint:
-        return ref, gen.FINAL
-    return ref, checkpoint if not checkpoint.isdigit() else f"checkpoint-{checkpoint}"
-
-
-def run_label(run: runs.Run, checkpoint: str) -> str:
-    step = gen.checkpoint_step(run.path, checkpoint)
-    where = f"step {step}" if step is not None else checkpoint
-    return f"{run.ref} · {where}" + (" (final)" if checkpoint == gen.FINAL else "")
-
-
-def base_spec(run_dir: Any) -> dict[str, Any]:
-    """A run's base model as a base-pane spec (no experiment: only what keys the loaded model)."""
-    spec = gen.run_base(run_dir)
-    return {k: spec.get(k) for k in ("backend", "model", "plugins_dir", "precision")}
-
-
-def base_label(spec: dict[str, Any]) -> str:
-    model = short_model(spec.get("model")) if spec.get("model") else "default model"
-    return f"{spec['backend']} · {model} · base (untuned)"
-
-
-def targets_for(root: Any, refs: list[str], with_base: bool) -> list[Target]:
-    """The panes for ``refs`` (``RUN[@CHECKPOINT]``), with each distinct base first when asked."""
-    out: list[Target] = []
-    bases: list[dict[str, Any]] = []
-    for i, text in enumerate(refs):
-        ref, checkpoint = split_ref(text)
-        run = runs.resolve(root, ref)
-        try:
-            path = gen.adapter_path(run.path, checkpoint)
-            spec = base_spec(run.path)
-        except gen.GenerationError as exc:
-            raise RunError(f"{text}: {exc}") from None
-        if not (path / "adapter_config.json").is_file():
-            have = ", ".join(gen.checkpoints(run.path)) or "none yet"
-            raise RunError(f"{run.ref} has no adapter {checkpoint!r} (it has: {have})")
-        if spec not in bases:
-            bases.append(spec)
-        out.append(Target(gen.run_pane(f"p{i + 1}", run.path, checkpoint), run_label(run, checkpoint),
-                          run, checkpoint))
-    if with_base:
-        base_targets = [Target({"pane": f"b{j + 1}", "base": spec}, base_label(spec))
-                        for j, spec in enumerate(bases)]
-        out = base_targets + out
-    return out
-
-
-def settings_for(args: argparse.Namespace, first: runs.Run | None) -> dict[str, Any]:
+def settings_for(args: argparse.Namespace, experiment: dict[str, Any] | None) -> dict[str, Any]:
     """Sampling settings: the flags, else the first run's ``[sampling]``, else the schema defaults."""
-    from workbench.schema import SamplingSettings
-
-    sampling = dict(SamplingSettings().model_dump())
-    if first is not None:
-        sampling.update((runs.read_config(first.path).get("experiment") or {}).get("sampling") or {})
-    chosen = {
-        "temperature": args.temperature, "top_p": args.top_p,
-        "max_new_tokens": args.max_new_tokens, "seed": args.seed, "n": args.n,
-    }
-    defaults = {"temperature": sampling["temperature"], "top_p": sampling["top_p"],
-                "max_new_tokens": sampling["max_new_tokens"], "seed": sampling["seed"],
-                "n": sampling.get("num_samples", 1)}
-    return {k: (v if v is not None else defaults[k]) for k, v in chosen.items()}
+    return request_settings(experiment, temperature=args.temperature, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, n=args.n)
 
 
 # --- output ---------------------------------------------------------------------------
@@ -152,14 +86,6 @@ def wait_with_progress(request: gen.Request, targets: list[Target], err: TextIO)
         err.flush()
 
 
-def pane_text(result: gen.PaneResult, n: int) -> str:
-    if result.error is not None:
-        return f"error: {result.error}"
-    if n == 1:
-        return result.texts[0] if result.texts else ""
-    return "\n\n".join(f"[sample {i + 1}]\n{t}" for i, t in enumerate(result.texts))
-
-
 def columns(labels: list[str], texts: list[str], width: int) -> str:
     """Texts side by side in equal columns of ``width`` total characters."""
     col = (width - len(GAP) * (len(texts) - 1)) // len(texts)
@@ -192,11 +118,11 @@ def cmd_compare(ctx: Any, out: TextIO | None = None, err: TextIO | None = None) 
     args = ctx.args
     out, err = out or sys.stdout, err or sys.stderr
     targets = targets_for(ctx.root, args.runs, args.base)
-    first = next((t.run for t in targets if t.run is not None), None)
-    settings = settings_for(args, first)
+    experiment = run_experiment(next((t.run for t in targets if t.run is not None), None))
+    settings = settings_for(args, experiment)
     prompt = args.prompt
     if prompt is None:
-        prompts = (runs.read_config(first.path).get("experiment") or {}).get("prompts") if first else None
+        prompts = (experiment or {}).get("prompts")
         if not prompts:
             raise RunError("pass --prompt TEXT (the run's experiment has no prompts)")
         prompt = prompts[0]
@@ -227,20 +153,6 @@ def cmd_compare(ctx: Any, out: TextIO | None = None, err: TextIO | None = None) 
         path = comparisons.save(ctx.root, build_comparison(prompt, settings, targets, results))
         out.write(f"\nsaved {path}\n")
     return 1 if any(r.error is not None for r in results.values()) else 0
-
-
-def build_comparison(prompt: str, settings: dict[str, Any], targets: list[Target],
-                     results: dict[str, gen.PaneResult]) -> comparisons.Comparison:
-    """A saveable comparison from the panes and what they produced."""
-    panes = []
-    for t in targets:
-        result = results.get(t.spec["pane"], gen.PaneResult())
-        panes.append(comparisons.SavedPane(
-            label=t.label, texts=list(result.texts), error=result.error,
-            run=t.run.ref if t.run else None, run_dir=str(t.run.path) if t.run else None,
-            checkpoint=t.checkpoint, base=t.spec.get("base"),
-        ))
-    return comparisons.Comparison(prompt=prompt, settings=dict(settings), panes=panes)
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -155,7 +155,7 @@ def _load_folder(reg: Registry, folder: Path) -> None:
         _register(reg, module, name, str(path))
 
 
-def _collect(reg: Registry, kind: str, expected: type) -> None:
+def _collect(reg: Registry, kind: str, expected: type[Any]) -> None:
     """Call ``register_<kind>`` on each plugin separately, so one raising spoils nothing."""
     target: dict[str, Any] = getattr(reg, kind)
     hook = getattr(reg.pm.hook, f"register_{kind}")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import config, runs
-from workbench.compare import base_label, base_spec, printable
+from workbench.compare_model import base_label, base_spec, printable, request_settings
 from workbench.results import Row, cell, columns_for, default_columns, default_models, notes, rows_for
 from workbench.runview import LOSS
 
@@ -204,11 +204,7 @@ def plot(rows: list[Row], folder: Path) -> list[tuple[str, str]]:
 
 def sampling_of(row: Row) -> dict[str, Any]:
     """The worker settings equal to a run's ``[sampling]``."""
-    from workbench.schema import SamplingSettings
-
-    s = {**SamplingSettings().model_dump(), **(row.experiment.get("sampling") or {})}
-    return {"temperature": s["temperature"], "top_p": s["top_p"], "max_new_tokens": s["max_new_tokens"],
-            "seed": s["seed"], "n": s.get("num_samples", 1)}
+    return request_settings(row.experiment)
 
 
 def event_samples(row: Row) -> tuple[int | None, dict[str, list[str]]]:

@@ -18,7 +18,7 @@ from helpers import T0, gpu_runner, ready, screen_text, until
 from textual.widgets import Input, OptionList
 
 from workbench import comparisons, runs
-from workbench.compare import printable
+from workbench.compare_model import printable
 from workbench.messages import Generated
 from workbench.screens.compare import CompareScreen
 from workbench.screens.pick import PickScreen

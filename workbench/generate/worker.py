@@ -199,10 +199,10 @@ class Worker:
             path = adapter_path(run_dir, pane.get("checkpoint") or "final")
             base = self.base(rid, pane.get("pane"), spec)
             return base, self.adapter(base, path)
-        spec = pane.get("base")
-        if not isinstance(spec, dict) or not spec.get("backend"):
+        asked = pane.get("base")
+        if not isinstance(asked, dict) or not asked.get("backend"):
             raise UserError('a pane needs "run_dir" or "base": {"backend": ..., "model": ...}')
-        return self.base(rid, pane.get("pane"), spec), None
+        return self.base(rid, pane.get("pane"), asked), None
 
     def registry(self, plugins_dir: str | None) -> Any:
         if plugins_dir not in self.registries:

@@ -23,7 +23,7 @@ from textual.widgets import Footer, Input, Label, Select, Static, TextArea
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from workbench import comparisons, runs
-from workbench.compare import base_label, base_spec
+from workbench.compare_model import base_label, base_spec, default_sampling
 from workbench.generate import client as gen
 from workbench.messages import Generated, GenerationEnded
 from workbench.widgets.gen_pane import GenPane, PaneSource
@@ -64,15 +64,6 @@ def parse_setting(key: str, text: str) -> float | int:
     if key == "max_new_tokens" and not 0 < value <= 4096:
         raise ValueError("max new tokens must be 1..4096")
     return value
-
-
-def default_sampling(experiment: dict[str, Any] | None) -> dict[str, Any]:
-    """An experiment's ``[sampling]`` over the schema's defaults."""
-    from workbench.schema import SamplingSettings
-
-    sampling = SamplingSettings().model_dump()
-    sampling.update((experiment or {}).get("sampling") or {})
-    return sampling
 
 
 def first_line(text: str, width: int = 40) -> str:

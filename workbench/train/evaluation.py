@@ -235,6 +235,7 @@ class Evaluations:
                 continue
             for item in produced:
                 item = {k: v for k, v in item.items() if k not in RESERVED}
-                events.append(ranks.event(
-                    self.run_dir, "sample", step=step, checkpoint=checkpoint, **item))
+                event = ranks.event(self.run_dir, "sample", step=step, checkpoint=checkpoint, **item)
+                if event is not None:  # None on ranks other than 0
+                    events.append(event)
         return events

@@ -51,7 +51,14 @@ def build_tiny_model(
 ) -> Path:
     """Save a tokenizer trained on ``texts`` and a random ``kind`` model to ``out_dir``."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PretrainedConfig,
+        PreTrainedModel,
+    )
 
     out = Path(out_dir)
     tokenizer = build_tokenizer(texts)
@@ -61,6 +68,8 @@ def build_tiny_model(
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
+    config: PretrainedConfig
+    model_cls: type[PreTrainedModel]
     if kind == "llama":
         config = LlamaConfig(
             hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,

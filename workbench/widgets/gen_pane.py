@@ -16,7 +16,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from workbench import comparisons, runs
-from workbench.compare import base_label, printable, run_label
+from workbench.compare_model import base_label, printable, run_label
 from workbench.generate import client as gen
 
 CURSOR = "▌"
