@@ -5,8 +5,12 @@ GPUs, plugins) and the long-lived background workers that keep it true:
 a watcher thread polling the runs folder and the experiments file
 (:mod:`workbench.watch`), a GPU poller, and short workers for launching,
 stopping and resuming. Workers post typed Messages (:mod:`workbench.messages`);
-only the UI thread touches widgets. The TUI never trains and never imports
-torch: runs are detached processes (:mod:`workbench.launch`) that outlive it.
+only the UI thread touches widgets. The App updates its state from those
+messages and publishes each change on a Textual ``Signal`` it owns
+(``runs_signal``, ``events_signal``...); screens and widgets subscribe in
+``on_mount`` and redraw themselves, so the App never calls into a screen.
+The TUI never trains and never imports torch: runs are detached processes
+(:mod:`workbench.launch`) that outlive it.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-from textual.css.query import NoMatches
+from textual.signal import Signal
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from workbench import config as config_mod
@@ -42,6 +46,9 @@ from workbench.runs import Run, RunError, read_config
 from workbench.screens.main import MainScreen
 from workbench.series import RunSeries
 from workbench.watch import Watcher, load_config, stamp
+
+if TYPE_CHECKING:
+    from workbench.plugins import Registry  # imported by the plugin-loading thread, after the first frame
 
 PLUGIN_WAIT_S = 60.0
 
@@ -91,11 +98,11 @@ class WorkbenchApp(App[int]):
         # Read the file before the first frame: the table is filled on first paint.
         first_stamp = stamp(self.config_path)
         self.config, self.config_error, self.root = load_config(self.config_path, runs_dir)
-        self.registry: Any = None
+        self.registry: Registry | None = None
         self.runs_by_exp: dict[str, list[Run]] = {}
         self.series: dict[Path, RunSeries] = {}
         self.gpus: list[gpus_mod.Gpu] = []
-        self._log: tuple[Path | None, list[str]] = (None, [])
+        self._log_lines: tuple[Path | None, list[str]] = (None, [])  # not `_log`: Textual's logger
         self.watcher = Watcher(self.config_path, self.root, runs_dir, config_stamp=first_stamp)
         self._following: tuple[tuple[Path, ...], Path | None] | None = None
         self._run_pids: dict[int, str] = {}
@@ -110,6 +117,14 @@ class WorkbenchApp(App[int]):
         for message in self.watcher.poll():
             if isinstance(message, RunsChanged):
                 self._apply_runs(message.runs)
+        # App-wide changes, published once the App's state holds them; screens and widgets
+        # subscribe in on_mount (one that is not mounted simply has not subscribed).
+        self.config_signal: Signal[None] = Signal(self, "config-changed")
+        self.runs_signal: Signal[None] = Signal(self, "runs-changed")
+        self.events_signal: Signal[set[Path]] = Signal(self, "events-arrived")  # run folders
+        self.log_signal: Signal[list[str]] = Signal(self, "log-changed")  # the shown run's log tail
+        self.gpus_signal: Signal[list[gpus_mod.Gpu]] = Signal(self, "gpus-changed")
+        self.plugins_signal: Signal[Registry] = Signal(self, "plugins-loaded")
         self.main = MainScreen()
 
     # --- lifecycle --------------------------------------------------------------
@@ -159,20 +174,14 @@ class WorkbenchApp(App[int]):
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
         """Stop the watchers at once (runs are untouched: they are other processes)."""
-        self.main.ready = False
         self._stopping.set()
         self._kick.set()
         super().exit(*args, **kwargs)
 
-    def _on_main(self, method: Callable[..., None], *args: Any) -> None:
-        """Call a main-screen update, unless the screen is not drawn yet or is going away."""
-        if not self.main.ready:
-            return
-        try:
-            method(*args)
-        except NoMatches:  # a message that arrived while the app closes
-            if self.main.ready and not self._exit:
-                raise
+    def _publish(self, signal: Signal[Any], data: Any = None) -> None:
+        """Tell the subscribers, unless the app is closing (its screens are going away)."""
+        if not self._stopping.is_set():
+            signal.publish(data)
 
     @property
     def plugins_dir(self) -> Path | None:
@@ -353,22 +362,17 @@ class WorkbenchApp(App[int]):
             self.notice(message.error, "error", title="experiments file", timeout=12)
         elif had_error:
             self.clear_notifications()  # the error toasts are stale now
-            self.notice(f"{self.config_path.name} reloaded: {len(message.config.experiments)} experiments",
-                        title="experiments file")
+            count = len(message.config.experiments) if message.config is not None else 0
+            self.notice(f"{self.config_path.name} reloaded: {count} experiments", title="experiments file")
         else:
             self.notice(f"{self.config_path.name} changed: reloaded")
         if self.plugins_dir != self._plugins_loaded_for:
             self.load_registry()
-        self._on_main(self.main.config_updated)
+        self._publish(self.config_signal)
 
     def on_runs_changed(self, message: RunsChanged) -> None:
         self._apply_runs(message.runs)
-        self._on_main(self.main.runs_updated)
-        if self.screen is not self.main and hasattr(self.screen, "runs_updated"):
-            try:
-                self.screen.runs_updated()  # the results screen: new numbers, never stale
-            except NoMatches:  # not composed yet: it reads the runs when it mounts
-                pass
+        self._publish(self.runs_signal)
 
     def _apply_runs(self, found: dict[str, list[Run]]) -> None:
         self.runs_by_exp = found
@@ -394,16 +398,16 @@ class WorkbenchApp(App[int]):
             self.series[path].ingest(events)
             changed.add(path)
         if changed:
-            self._on_main(self.main.events_arrived, changed)
+            self._publish(self.events_signal, changed)
 
     def on_log_changed(self, message: LogChanged) -> None:
         if self._following and message.path == self._following[1]:
-            self._log = (message.path, message.lines)
-            self._on_main(self.main.log_arrived, message.lines)
+            self._log_lines = (message.path, message.lines)
+            self._publish(self.log_signal, message.lines)
 
     def on_gpus_changed(self, message: GpusChanged) -> None:
         self.gpus = message.gpus
-        self._on_main(self.main.gpus_arrived, message.gpus)
+        self._publish(self.gpus_signal, message.gpus)
 
     def on_plugins_loaded(self, message: PluginsLoaded) -> None:
         self.registry = message.registry
@@ -412,11 +416,7 @@ class WorkbenchApp(App[int]):
             count = len(message.registry.failures)
             self.notice(f"{count} plugin{'s' if count > 1 else ''} failed to load: press p for details",
                         "warning", title="plugins")
-        from workbench.screens.plugins import PluginsScreen
-
-        if isinstance(self.screen, PluginsScreen):
-            self.screen.show(message.registry)
-        self._on_main(self.main.plugins_arrived)
+        self._publish(self.plugins_signal, message.registry)
 
     def on_notice(self, message: Notice) -> None:
         self.notice(message.text, message.severity, message.title)
@@ -429,7 +429,7 @@ class WorkbenchApp(App[int]):
 
     def log_tail(self, path: Path) -> list[str]:
         """The latest ``train.log`` lines read for ``path`` (only the shown run's are kept)."""
-        return self._log[1] if self._log[0] == path else []
+        return self._log_lines[1] if self._log_lines[0] == path else []
 
     # --- labels that need the plugins ------------------------------------------------
 
@@ -458,19 +458,19 @@ class WorkbenchApp(App[int]):
                   ("results", [b for b in ResultsScreen.BINDINGS if isinstance(b, Binding)][:4])]
         self.push_screen(HelpScreen(groups))  # type: ignore[arg-type]
 
-    def action_compare(self) -> None:
-        """Open the compare screen on the marked experiments' latest runs (else the selected one's)."""
+    def open_compare(self, names: list[str], current: str | None = None) -> None:
+        """Open the compare screen on the latest runs with an adapter of ``names``.
+
+        ``current`` (the selected experiment) gives the prompts and sampling when
+        none of them has a run yet.
+        """
         from workbench.compare_model import default_sampling
+        from workbench.generate.client import checkpoints
         from workbench.screens.compare import CompareScreen
         from workbench.widgets.gen_pane import PaneSource
 
         if isinstance(self.screen, CompareScreen):
             return
-        from workbench.generate.client import checkpoints
-
-        names = [n for n in self.main.table.names() if n in self.main.marks] if self.main.ready else []
-        if not names and self.main.current:
-            names = [self.main.current]
         chosen = []
         for name in names:
             done = [r for r in self.runs_by_exp.get(name, []) if checkpoints(r.path)]
@@ -485,8 +485,9 @@ class WorkbenchApp(App[int]):
             except Exception:  # noqa: BLE001 - a run without a readable config: just the run
                 pass
         experiment = read_config(chosen[0].path).get("experiment") if chosen else None
-        if experiment is None and self.config is not None and self.main.current in self.config.experiments:
-            experiment = self.config.experiments[self.main.current].model_dump(mode="json")
+        cfg = self.config
+        if experiment is None and cfg is not None and current in cfg.experiments:
+            experiment = cfg.experiments[current].model_dump(mode="json")
         prompts = list((experiment or {}).get("prompts") or [])
         if self.config is not None:
             prompts += [p for exp in self.config.experiments.values() for p in exp.prompts]

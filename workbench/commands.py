@@ -19,7 +19,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Show runs tab", "every run of the selected experiment (3)", "tab('runs')"),
     ("Show samples tab", "the latest sample generations (4)", "tab('samples')"),
     ("Show log tab", "the tail of train.log (5)", "tab('log')"),
-    ("Compare runs", "generate side by side from runs and base models (c)", "app.compare"),
+    ("Compare runs", "generate side by side from runs and base models (c)", "compare"),
     ("Results table", "one row per run, sortable, best values marked (t)", "app.results"),
     ("Plugins", "what loaded, from where, and what failed (p)", "app.plugins"),
     ("Help", "keys and a short tour (?)", "app.help"),

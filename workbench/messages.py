@@ -95,11 +95,11 @@ class Notice(Message):
 class Generated(Message):
     """One reply of the generation worker for the compare screen (``token``, ``done``, ``error``...).
 
-    ``batch`` tells which generate press it answers, so replies of a request
+    ``seq`` tells which generate press it answers, so replies of a request
     that a newer one replaced are dropped.
     """
 
-    batch: int
+    seq: int
     reply: dict[str, Any]
 
 
@@ -107,7 +107,7 @@ class Generated(Message):
 class GenerationEnded(Message):
     """A generate request finished (``error``: why it could not run at all)."""
 
-    batch: int
+    seq: int
     error: str | None = None
 
 

@@ -71,9 +71,9 @@ def texts(screen: CompareScreen) -> list[list[str]]:
 
 
 async def generate(pilot, screen: CompareScreen, key: str = "g") -> None:
-    batch = screen.batch
+    seq = screen.request_seq
     await pilot.press(key)
-    assert screen.batch == batch + 1, "generate started"  # a warm worker may already be done
+    assert screen.request_seq == seq + 1, "generate started"  # a warm worker may already be done
     await until(pilot, lambda: not screen.generating, timeout=GEN_TIMEOUT, what="generation")
     await pilot.pause()
 

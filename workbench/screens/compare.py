@@ -98,7 +98,7 @@ class CompareScreen(Screen):
         self.sampling = {k: sampling[k] for k in SETTINGS}
         self.n = max(1, min(MAX_SAMPLES, int(sampling.get("num_samples") or 1)))
         self.grid_mode = False
-        self.batch = 0
+        self.request_seq = 0  # not `batch`: Widget.batch() is Textual's
         self.generating = False
         self._ids = 0
         self._targets: dict[str, GenPane] = {}
@@ -231,17 +231,17 @@ class CompareScreen(Screen):
             except gen.GenerationError as exc:
                 view.clear()
                 view.apply({"error": str(exc)})
-        self.batch += 1
+        self.request_seq += 1
         self._targets = {v.pane_id: v for v in targets}
         if not specs:
             return
         self.generating = True
         self.refresh_title()
         n = 1 if self.grid_mode else self.n
-        self._generate(self.batch, specs, self.prompt, settings.as_dict(), n)
+        self._generate(self.request_seq, specs, self.prompt, settings.as_dict(), n)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate", name="generate")
-    def _generate(self, batch: int, specs: list[dict[str, Any]], prompt: str, settings: dict[str, Any],
+    def _generate(self, seq: int, specs: list[dict[str, Any]], prompt: str, settings: dict[str, Any],
                   n: int) -> None:
         """Send one request and post its replies as they stream in."""
         worker = get_current_worker()
@@ -250,18 +250,18 @@ class CompareScreen(Screen):
             if worker.is_cancelled:
                 request.cancel()
                 return
-            self.post_message(Generated(batch, reply))
-        self.post_message(GenerationEnded(batch))
+            self.post_message(Generated(seq, reply))
+        self.post_message(GenerationEnded(seq))
 
     def on_generated(self, message: Generated) -> None:
-        if message.batch != self.batch:
+        if message.seq != self.request_seq:
             return  # a request a newer generate replaced
         view = self._targets.get(str(message.reply.get("pane")))
         if view is not None:
             view.apply(message.reply)
 
     def on_generation_ended(self, message: GenerationEnded) -> None:
-        if message.batch != self.batch:
+        if message.seq != self.request_seq:
             return
         self._end_generation(message.error)
 
@@ -414,7 +414,7 @@ class CompareScreen(Screen):
         """Put a saved comparison back: its prompt, settings and panes with their texts."""
         if self.grid_mode:
             self.action_grid()
-        self.batch += 1  # whatever still streams belongs to the old panes
+        self.request_seq += 1  # whatever still streams belongs to the old panes
         self.generating = False
         self.query_one("#prompt", TextArea).text = comparison.prompt
         self.set_settings(comparison.settings)
@@ -454,7 +454,7 @@ class CompareScreen(Screen):
         grid = self.query_one("#cmp-grid", VerticalScroll)
         if self.grid_mode:
             self.grid_mode = False
-            self.batch += 1
+            self.request_seq += 1
             self.generating = False
             grid.remove_children()
             self.set_class(False, "-grid")

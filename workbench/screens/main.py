@@ -2,8 +2,10 @@
 
 The screen holds only what the user chose (cursor, marks, overlay, a pinned
 older run, the filter); every fact it shows comes from the App's state, which
-the watcher keeps in step with the disk. :meth:`MainScreen.refresh_all` and
-its parts redraw from that state.
+the watcher keeps in step with the disk. Once its run panel is mounted the
+screen subscribes to the App's signals (runs, events, log, config, plugins)
+and redraws the parts each one touches; :meth:`MainScreen.refresh_all` redraws
+everything.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from workbench.widgets.gpubar import GpuBar
 
 if TYPE_CHECKING:
     from workbench.app import WorkbenchApp
+    from workbench.plugins import Registry
     from workbench.widgets.run_panel import RunPanel
 
 TABS = ("config", "diff", "runs", "samples", "log")  # keys 1-5
@@ -46,7 +49,7 @@ class MainScreen(Screen):
         Binding("u", "resume", "resume"),
         Binding("space", "mark", "mark", key_display="␣"),  # short: the footer fits 80 columns
         Binding("o", "overlay", "overlay"),
-        Binding("c", "app.compare", "compare"),
+        Binding("c", "compare", "compare"),
         Binding("t", "app.results", "results"),
         Binding("slash", "filter", "filter", key_display="/", show=False),
         Binding("escape", "escape", "back", show=False),
@@ -62,7 +65,7 @@ class MainScreen(Screen):
         self.overlay = False
         self.filter_text = ""
         self._shown_run: Path | None = None
-        self.ready = False
+        self._panel: RunPanel | None = None  # mounted just after the first frame
 
     @property
     def wb(self) -> WorkbenchApp:
@@ -98,15 +101,28 @@ class MainScreen(Screen):
     async def _first_draw(self) -> None:
         from workbench.widgets.run_panel import RunPanel  # charts load after the first frame
 
+        panel = RunPanel(id="run")
         try:
-            await self.query_one("#run-slot", Vertical).mount(RunPanel(id="run"))
+            await self.query_one("#run-slot", Vertical).mount(panel)
         except MountError:  # the app closed before its first frame settled
             return
-        self.call_after_refresh(self._panel_ready)
+        self.call_after_refresh(self._panel_ready, panel)
 
-    def _panel_ready(self) -> None:
-        self.ready = True
+    def _panel_ready(self, panel: RunPanel) -> None:
+        """Draw everything once, then follow the App's changes."""
+        self._panel = panel
+        wb = self.wb
+        wb.config_signal.subscribe(self, self.on_config_signal)
+        wb.runs_signal.subscribe(self, self.on_runs_signal)
+        wb.events_signal.subscribe(self, self.on_events_signal)
+        wb.log_signal.subscribe(self, self.on_log_signal)
+        wb.plugins_signal.subscribe(self, self.on_plugins_signal)
         self.refresh_all()
+
+    @property
+    def ready(self) -> bool:
+        """The run panel is drawn and the screen follows the App's changes."""
+        return self._panel is not None
 
     @property
     def table(self) -> ExperimentsTable:
@@ -114,7 +130,9 @@ class MainScreen(Screen):
 
     @property
     def panel(self) -> RunPanel:
-        return self.query_one("#run")  # type: ignore[return-value]
+        if self._panel is None:
+            raise RuntimeError("the run panel is mounted just after the first frame")
+        return self._panel
 
     # --- what is shown --------------------------------------------------------
 
@@ -160,7 +178,6 @@ class MainScreen(Screen):
         self.refresh_config_error()
         self.refresh_table()
         self.refresh_run(details=True)
-        self.query_one(GpuBar).set_gpus(self.wb.gpus)
 
     def refresh_title(self) -> None:
         wb = self.wb
@@ -221,7 +238,7 @@ class MainScreen(Screen):
         if current != self.current:
             self.current = current
             self.pinned = None
-            if self.ready:
+            if self._panel is not None:
                 self.refresh_run(details=True)
 
     def refresh_run(self, details: bool = False) -> None:
@@ -261,7 +278,7 @@ class MainScreen(Screen):
         exp = cfg.experiments.get(name) if (cfg and name) else None
         if name is None:
             self.panel.show_details(Text("no experiment selected", style="dim"), Text(""))
-        elif exp is not None:
+        elif cfg is not None and exp is not None:
             parent_name = cfg.parent_name(name)
             parent = cfg.experiments.get(parent_name) if parent_name else None
             changes = config_mod.diff(parent, exp) if parent is not None else None
@@ -286,7 +303,7 @@ class MainScreen(Screen):
         if name != self.current:
             self.current = name
             self.pinned = None
-            if self.ready:
+            if self._panel is not None:
                 self.refresh_run(details=True)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -381,6 +398,13 @@ class MainScreen(Screen):
         self.refresh_run()
         self.wb.notice("overlay on: marked runs drawn together" if self.overlay else "overlay off")
 
+    def action_compare(self) -> None:
+        """Compare the marked experiments' latest runs (else the selected one's, with its base)."""
+        names = [n for n in self.table.names() if n in self.marks]
+        if not names and self.current:
+            names = [self.current]
+        self.wb.open_compare(names, self.current)
+
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.add_class("-shown")
@@ -404,37 +428,31 @@ class MainScreen(Screen):
         if not self.table.select(name):
             self.wb.notice(f"{name} is not in the table (is a filter on?)", "warning")
 
-    # --- called by the App when state changes ----------------------------------
+    # --- the App's signals (subscribed once the run panel is mounted) -----------------
 
-    def runs_updated(self) -> None:
+    def on_runs_signal(self, _: None) -> None:
         self.refresh_title()
         self.refresh_table()
         self.refresh_run()
 
-    def events_arrived(self, paths: set[Path]) -> None:
+    def on_events_signal(self, paths: set[Path]) -> None:
         run = self.focused_run()
         shown = {r.path for r in ([run] if run else []) + self.overlay_runs(run)}
         if shown & paths:
             self.refresh_status(run)
             self.refresh_charts()
 
-    def log_arrived(self, lines: list[str]) -> None:
+    def on_log_signal(self, lines: list[str]) -> None:
         self.panel.set_log(lines)
         run = self.focused_run()
         if run is not None and run.state == "failed":
             self.refresh_status(run)
 
-    def gpus_arrived(self, gpus: list) -> None:
-        self.query_one(GpuBar).set_gpus(gpus)
-
-    def plugins_arrived(self) -> None:
+    def on_plugins_signal(self, _: Registry) -> None:
         self.refresh_table()
         self.refresh_details()
 
-    def on_unmount(self) -> None:
-        self.ready = False
-
-    def config_updated(self) -> None:
+    def on_config_signal(self, _: None) -> None:
         self.refresh_title()
         self.refresh_config_error()
         self.refresh_table()

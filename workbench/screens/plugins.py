@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rich.console import Group
 from rich.table import Table
@@ -17,6 +17,7 @@ from textual.widgets import Static
 from workbench.plugins import BLOCK_ENV
 
 if TYPE_CHECKING:
+    from workbench.app import WorkbenchApp
     from workbench.plugins import Registry
 
 
@@ -79,17 +80,21 @@ class PluginsScreen(ModalScreen[None]):
             yield Static(Text("Plugins", style="bold"), id="plugins-title")
             yield Static(id="plugins-body")
 
+    @property
+    def wb(self) -> WorkbenchApp:
+        return cast("WorkbenchApp", self.app)
+
     def on_mount(self) -> None:
-        self.show(getattr(self.app, "registry", None))
+        self.show(self.wb.registry)
+        self.wb.plugins_signal.subscribe(self, self.show)
 
     def show(self, registry: Registry | None) -> None:
-        config_path = getattr(self.app, "config_path", None)
-        base = Path(config_path).resolve().parent if config_path else None
+        base = self.wb.config_path.resolve().parent
         self.query_one("#plugins-body", Static).update(registry_view(registry, base))
 
     def action_reload(self) -> None:
         self.query_one("#plugins-body", Static).update(Text("reloading plugins…", style="dim"))
-        self.app.load_registry()  # type: ignore[attr-defined]
+        self.wb.load_registry()
 
     def action_close(self) -> None:
         self.dismiss()

@@ -24,6 +24,7 @@ from workbench.messages import ReportWritten
 
 if TYPE_CHECKING:
     from workbench.app import WorkbenchApp
+    from workbench.plugins import Registry
 
 COLUMNS = ("run", "model", "r", "steps", "ppl", "bpb", "time", "tok_s")  # keys 1-8
 SORTS = ("ppl", "bpb", "tok_s", "time", "steps", "r", "model", "run")  # the order s cycles through
@@ -64,14 +65,20 @@ class ResultsScreen(Screen):
             table.add_column(column.label, key=key)
         self.reload()
         table.focus()
+        self.wb.runs_signal.subscribe(self, self.on_runs_signal)  # new numbers, never stale
+        self.wb.plugins_signal.subscribe(self, self.on_plugins_signal)  # default models' labels
+
+    def on_runs_signal(self, _: None) -> None:
+        self.reload()
+
+    def on_plugins_signal(self, _: Registry) -> None:
+        self.reload()
 
     def reload(self) -> None:
-        """Read the rows again from the run folders (the App calls this when runs change)."""
+        """Read the rows again from the run folders."""
         all_runs = [run for rs in self.wb.runs_by_exp.values() for run in rs]
         self.rows = results.rows_for(all_runs, results.default_models(self.wb.registry))
         self.redraw()
-
-    runs_updated = reload
 
     def redraw(self) -> None:
         """Sort, then fill the table; the cursor stays on the same run."""

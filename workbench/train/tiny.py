@@ -9,7 +9,10 @@ use them. Same texts and seed, same files.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 VOCAB_SIZE = 512
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
@@ -46,20 +49,31 @@ def build_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
     )
 
 
+def tiny_model(kind: Literal["llama", "gpt2"], ids: dict[str, Any]) -> PreTrainedModel:
+    """A random ``kind`` model of the tiny size, with the tokenizer's ``ids`` (vocab size, special ids)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    if kind == "llama":
+        return LlamaForCausalLM(LlamaConfig(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+            num_key_value_heads=HEADS, intermediate_size=INTERMEDIATE,
+            max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
+            initializer_range=INIT_RANGE, **ids,
+        ))
+    if kind == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
+                                          n_positions=MAX_POSITIONS, initializer_range=INIT_RANGE, **ids))
+    raise ValueError(f"unknown tiny model kind {kind!r} (use 'llama' or 'gpt2')")
+
+
 def build_tiny_model(
     kind: Literal["llama", "gpt2"], out_dir: str | Path, texts: list[str], seed: int = 0
 ) -> Path:
     """Save a tokenizer trained on ``texts`` and a random ``kind`` model to ``out_dir``."""
     import torch
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        LlamaConfig,
-        LlamaForCausalLM,
-        PretrainedConfig,
-        PreTrainedModel,
-    )
 
+    if kind not in ("llama", "gpt2"):
+        raise ValueError(f"unknown tiny model kind {kind!r} (use 'llama' or 'gpt2')")
     out = Path(out_dir)
     tokenizer = build_tokenizer(texts)
     ids = {
@@ -68,25 +82,9 @@ def build_tiny_model(
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    config: PretrainedConfig
-    model_cls: type[PreTrainedModel]
-    if kind == "llama":
-        config = LlamaConfig(
-            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-            num_key_value_heads=HEADS, intermediate_size=INTERMEDIATE,
-            max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
-            initializer_range=INIT_RANGE, **ids,
-        )
-        model_cls = LlamaForCausalLM
-    elif kind == "gpt2":
-        config = GPT2Config(n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=MAX_POSITIONS,
-                            initializer_range=INIT_RANGE, **ids)
-        model_cls = GPT2LMHeadModel
-    else:
-        raise ValueError(f"unknown tiny model kind {kind!r} (use 'llama' or 'gpt2')")
     with torch.random.fork_rng():  # leave the caller's RNG as it was
         torch.manual_seed(seed)
-        model = model_cls(config)
+        model = tiny_model(kind, ids)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -5,10 +5,15 @@ Hidden entirely on a machine without GPUs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from rich.text import Text
 from textual.widgets import Static
 
 from workbench.gpus import Gpu
+
+if TYPE_CHECKING:
+    from workbench.app import WorkbenchApp
 
 
 def gpu_text(gpus: list[Gpu], compact: bool = False) -> Text:
@@ -47,6 +52,11 @@ class GpuBar(Static):
     def __init__(self, **kwargs) -> None:
         super().__init__("", **kwargs)
         self.gpus: list[Gpu] = []
+
+    def on_mount(self) -> None:
+        app = cast("WorkbenchApp", self.app)
+        self.set_gpus(app.gpus)
+        app.gpus_signal.subscribe(self, self.set_gpus)
 
     def set_gpus(self, gpus: list[Gpu]) -> None:
         self.gpus = gpus
