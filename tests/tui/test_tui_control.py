@@ -31,6 +31,8 @@ async def test_launch_runs_detached_and_charts_follow(workspace) -> None:
         await ready(pilot)
         await until(pilot, lambda: app.registry is not None, what="plugins")
         await pilot.press("r")
+        # the toast lasts 5 s: read it while it shows, not after the run has finished
+        await until(pilot, lambda: "queued alpha#1" in notices(app), what="the queued notice")
         await until(pilot, lambda: (workspace.root / "alpha" / "1" / runs.STATUS).exists(), what="run folder")
         status = runs.read_status(workspace.root / "alpha" / "1")
         assert status["state"] in ("queued", "running", "finished")
@@ -38,7 +40,6 @@ async def test_launch_runs_detached_and_charts_follow(workspace) -> None:
         await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=30, what="finished")
         loss = app.main.query_one("#loss-chart", MetricChart)
         await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 40, what="40 points")
-        assert "queued alpha#1" in notices(app)
         status = runs.read_status(workspace.root / "alpha" / "1")
         assert status["pid"] != os.getpid()
         assert os.getsid(0) != status["pid"]  # its own session: it outlives this terminal
