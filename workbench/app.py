@@ -7,7 +7,7 @@ a watcher thread polling the runs folder and the experiments file
 stopping and resuming. Workers post typed Messages (:mod:`workbench.messages`);
 only the UI thread touches widgets. The App updates its state from those
 messages and publishes each change on a Textual ``Signal`` it owns
-(``runs_signal``, ``events_signal``...); screens and widgets subscribe in
+(``runs_signal``, ``views_signal``...); screens and widgets subscribe in
 ``on_mount`` and redraw themselves, so the App never calls into a screen.
 The TUI never trains and never imports torch: runs are detached processes
 (:mod:`workbench.launch`) that outlive it.
@@ -39,12 +39,12 @@ from workbench.messages import (
     Notice,
     PluginsLoaded,
     ReportWritten,
-    RunEvents,
     RunsChanged,
+    RunViews,
 )
 from workbench.runs import Run, RunError, read_config
+from workbench.runview import RunView
 from workbench.screens.main import MainScreen
-from workbench.series import RunSeries
 from workbench.watch import Watcher, load_config, stamp
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class WorkbenchApp(App[int]):
         self.config, self.config_error, self.root = load_config(self.config_path, runs_dir)
         self.registry: Registry | None = None
         self.runs_by_exp: dict[str, list[Run]] = {}
-        self.series: dict[Path, RunSeries] = {}
+        self.views: dict[Path, RunView] = {}  # the shown runs' read models, kept by the watcher
         self.gpus: list[gpus_mod.Gpu] = []
         self._log_lines: tuple[Path | None, list[str]] = (None, [])  # not `_log`: Textual's logger
         self.watcher = Watcher(self.config_path, self.root, runs_dir, config_stamp=first_stamp)
@@ -121,7 +121,7 @@ class WorkbenchApp(App[int]):
         # subscribe in on_mount (one that is not mounted simply has not subscribed).
         self.config_signal: Signal[None] = Signal(self, "config-changed")
         self.runs_signal: Signal[None] = Signal(self, "runs-changed")
-        self.events_signal: Signal[set[Path]] = Signal(self, "events-arrived")  # run folders
+        self.views_signal: Signal[set[Path]] = Signal(self, "views-changed")  # run folders with a new view
         self.log_signal: Signal[list[str]] = Signal(self, "log-changed")  # the shown run's log tail
         self.gpus_signal: Signal[list[gpus_mod.Gpu]] = Signal(self, "gpus-changed")
         self.plugins_signal: Signal[Registry] = Signal(self, "plugins-loaded")
@@ -342,13 +342,13 @@ class WorkbenchApp(App[int]):
         if wanted == self._following:
             return
         self._following = wanted
-        for path in list(self.series):
+        for path in list(self.views):
             if path not in wanted[0]:
-                del self.series[path]
+                del self.views[path]
         for path in wanted[0]:
-            if path not in self.series:
-                # The watcher may still hold a tail for it (dropped and wanted again between two
-                # polls): have it read from the top, or a finished run would never fill in again.
+            if path not in self.views:
+                # The watcher may still hold its view (dropped and wanted again between two
+                # polls): have it post one, or a finished run would never fill in again.
                 self.watcher.forget(path)
         self.watcher.want(*wanted)
         self.kick()
@@ -383,22 +383,13 @@ class WorkbenchApp(App[int]):
                          key=lambda r: r.status.get("queue_seq") or 0)
         self.queue_positions = {r.path: i for i, r in enumerate(waiting, start=1)}
 
-    def on_run_events(self, message: RunEvents) -> None:
+    def on_run_views(self, message: RunViews) -> None:
         wanted = self._following[0] if self._following else ()
-        changed: set[Path] = set()
-        for path, (events, reset) in message.batches.items():
-            if path not in wanted:
-                continue
-            if reset:
-                self.series[path] = RunSeries()
-            elif path not in self.series:
-                self.watcher.forget(path)  # we dropped it meanwhile: ask for it from the top
-                self.kick()
-                continue
-            self.series[path].ingest(events)
-            changed.add(path)
+        changed = {path for path in message.views if path in wanted}
+        for path in changed:
+            self.views[path] = message.views[path]
         if changed:
-            self._publish(self.events_signal, changed)
+            self._publish(self.views_signal, changed)
 
     def on_log_changed(self, message: LogChanged) -> None:
         if self._following and message.path == self._following[1]:

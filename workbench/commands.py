@@ -39,7 +39,7 @@ COMPARE_ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Grid mode", "runs x checkpoints for one prompt; enter picks a checkpoint (m)", "grid"),
 )
 RESULTS_ACTIONS: tuple[tuple[str, str, str], ...] = (
-    ("Cycle sort column", "sort by the next column; 1-8 pick one (s)", "cycle_sort"),
+    ("Cycle sort column", "sort by the next column; 1-9 pick one (s)", "cycle_sort"),
     ("Reverse sort", "reverse the order (S)", "reverse"),
     ("Export report", "write report.md, its plots and samples, in the background (e)", "export"),
 )

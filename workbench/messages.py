@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from workbench.gpus import Gpu
     from workbench.plugins import Registry
     from workbench.runs import Run
+    from workbench.runview import RunView
 
 
 @dataclass
@@ -44,14 +45,13 @@ class RunsChanged(Message):
 
 
 @dataclass
-class RunEvents(Message):
-    """New events of watched runs: ``{run folder: (events, reset)}``.
+class RunViews(Message):
+    """Fresh read models of the watched runs whose folders changed: ``{run folder: view}``."""
 
-    ``reset`` means the batch starts from the top of the file (a run newly
-    watched): the reader should forget what it had for that run.
-    """
+    views: dict[Path, RunView]
 
-    batches: dict[Path, tuple[list[dict[str, Any]], bool]]
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunViews) and set(message.views) <= set(self.views)
 
 
 @dataclass

@@ -297,6 +297,7 @@ def samples_section(rows: list[Row], panes: list[Samples], prompts: list[str], g
             if error is not None:
                 lines.append(f"*could not generate: {md_escape(error)}*")
                 continue
+            texts = texts or []
             for j, text in enumerate(texts):
                 if len(texts) > 1:
                     lines.append(f"*sample {j + 1}*")

@@ -103,7 +103,7 @@ class StreamSeries:
         """The kept points in step order (each bucket's low and high, and the last point)."""
         out: list[Point] = []
         for _, low, high in self.buckets:
-            out.extend(sorted({tuple(low), tuple(high)}, key=lambda p: p[0]))  # type: ignore[arg-type]
+            out.extend(sorted({tuple(low), tuple(high)}, key=lambda p: p[0]))
         if self.last is not None and (not out or out[-1] != tuple(self.last)):
             out.append(tuple(self.last))  # type: ignore[arg-type]
         return out
@@ -117,7 +117,7 @@ class StreamSeries:
         s = cls(int(data["cap"]))
         s.width = float(data["width"])
         s.buckets = [[int(k), tuple(lo), tuple(hi)] for k, lo, hi in data["buckets"]]
-        s.last = tuple(data["last"]) if data["last"] is not None else None  # type: ignore[assignment]
+        s.last = tuple(data["last"]) if data["last"] is not None else None
         s.count = int(data["count"])
         return s
 

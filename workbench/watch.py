@@ -7,8 +7,10 @@ Each poll checks, cheaply and in this order:
 - the runs folder: one ``stat`` per experiment folder and per ``status.json``;
   a status is re-read only when its file changed or its run is active (so a
   process that vanishes is noticed even though nobody rewrote the file);
-- the events of the runs on screen, incrementally by byte offset
-  (:class:`~workbench.runs.EventTail`: one ``stat`` when nothing changed);
+- the runs on screen: their :class:`~workbench.runview.RunView`, rebuilt when
+  their ``events.jsonl`` or ``status.json`` changed (two ``stat`` calls when
+  nothing did). A view folds only the events appended since the last read
+  (:mod:`workbench.summary`), so a long run costs what its new lines cost;
 - the tail of the shown run's ``train.log`` when its size or mtime moved.
 
 Nothing is posted when nothing changed. The watcher never writes to a run.
@@ -27,7 +29,8 @@ from textual.message import Message
 from workbench import config as config_mod
 from workbench import launch, runs
 from workbench.config import Config, ConfigError
-from workbench.messages import ConfigChanged, LogChanged, RunEvents, RunsChanged
+from workbench.messages import ConfigChanged, LogChanged, RunsChanged, RunViews
+from workbench.runview import RunView, view
 from workbench.schema import NAME_RE
 from workbench.tomlpos import with_line
 
@@ -72,7 +75,7 @@ class Watcher:
         self._wanted: tuple[Path, ...] = ()
         self._forget: set[Path] = set()
         self._log_path: Path | None = None
-        self._tails: dict[Path, runs.EventTail] = {}
+        self._views: dict[Path, tuple[tuple[Stamp, Stamp], RunView]] = {}
         self._dirs: dict[Path, tuple[Stamp, list[str]]] = {}
         self._status: dict[Path, tuple[Stamp, dict[str, Any]]] = {}
         self._last_runs: dict[Path, dict[str, Any]] | None = None
@@ -87,7 +90,7 @@ class Watcher:
             self._log_path = Path(log_path) if log_path else None
 
     def forget(self, path: Path) -> None:
-        """Read ``path``'s events from the top again at the next poll (posted with ``reset``)."""
+        """Build ``path``'s view again at the next poll, and post it even if nothing changed."""
         with self._lock:
             self._forget.add(Path(path))
 
@@ -99,7 +102,7 @@ class Watcher:
         changed = self._poll_config()
         if changed is not None:
             out.append(changed)
-        for message in (self._poll_runs(), self._poll_events(), self._poll_log()):
+        for message in (self._poll_runs(), self._poll_views(), self._poll_log()):
             if message is not None:
                 out.append(message)
         return out
@@ -166,23 +169,24 @@ class Watcher:
         self._status[run_dir] = (now, status)
         return status
 
-    def _poll_events(self) -> RunEvents | None:
+    def _poll_views(self) -> RunViews | None:
         with self._lock:
             wanted, forget = self._wanted, self._forget
             self._forget = set()
-        for path in list(self._tails):
-            if path not in wanted or path in forget:
-                del self._tails[path]
-        batches: dict[Path, tuple[list[dict[str, Any]], bool]] = {}
+        for path in list(self._views):
+            if path not in wanted:
+                del self._views[path]
+        changed: dict[Path, RunView] = {}
         for path in wanted:
-            tail = self._tails.get(path)
-            reset = tail is None
-            if tail is None:
-                tail = self._tails[path] = runs.EventTail(path)
-            events = tail.read()
-            if events or reset:
-                batches[path] = (events, reset)
-        return RunEvents(batches) if batches else None
+            stamps = (stamp(path / runs.EVENTS), stamp(path / runs.STATUS))
+            cached = self._views.get(path)
+            if cached is not None and cached[0] == stamps and path not in forget:
+                continue
+            status = self._read_status(path)
+            run = runs.Run(path.parent.name, path.name, path, status)
+            self._views[path] = (stamps, view(run))
+            changed[path] = self._views[path][1]
+        return RunViews(changed) if changed else None
 
     def _poll_log(self) -> LogChanged | None:
         with self._lock:

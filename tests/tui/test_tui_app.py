@@ -31,7 +31,7 @@ async def test_experiments_table_lists_every_experiment(workspace) -> None:
         await ready(pilot)
         table = app.main.query_one(ExperimentsTable)
         assert table.names() == ["alpha", "beta", "sweep-learning_rate0.001", "sweep-learning_rate0.003"]
-        await until(pilot, lambda: "done" in cell(app, "alpha", "state"), what="alpha's state")
+        await until(pilot, lambda: "finished" in cell(app, "alpha", "state"), what="alpha's state")
         await until(pilot, lambda: table.row("alpha").model == "TestLM-1M", what="model from plugin")
         assert table.row("alpha").backend == "testlm"
         assert {"name", "r", "state", "ppl", "model"} <= set(table.columns_shown)
@@ -144,7 +144,7 @@ async def test_failed_run_shows_error_hint_and_log_tail(workspace) -> None:
         text = screen_text(app)
         assert "✗ failed: CUDA out of memory. Tried to allocate 2 GiB" in text
         assert "hint: lower train.batch_size or max_length" in text
-        assert "✗ OOM" in text
+        assert "✗ failed (OOM)" in text  # the title: the CLI's word, then the reason
 
 
 async def test_filter(workspace) -> None:

@@ -39,7 +39,7 @@ async def test_launch_tiny_for_real_and_watch_it_finish(tmp_path, monkeypatch) -
             await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 60, what="60 points")
             ppl = app.main.query_one("#ppl-chart")
             assert len(ppl.curves[0].points) >= 6
-            assert app.series[root / "tiny" / "1"].latest_samples()
+            assert app.views[root / "tiny" / "1"].samples()[1]
     finally:
         for run in runs.list_runs(root):
             pid = run.status.get("pgid") or run.status.get("pid")

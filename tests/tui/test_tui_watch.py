@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from workbench import runs
-from workbench.messages import ConfigChanged, LogChanged, RunEvents, RunsChanged
+from workbench.messages import ConfigChanged, LogChanged, RunsChanged, RunViews
+from workbench.runview import LOSS
 from workbench.watch import Watcher, stamp
 
 
@@ -28,11 +29,11 @@ def test_nothing_changed_posts_nothing_and_rereads_nothing(workspace, monkeypatc
     watcher = Watcher(workspace.toml, workspace.root, config_stamp=stamp(workspace.toml))
     watcher.want([done, live], live)
     first = watcher.poll()
-    assert kinds(first) == [RunsChanged, RunEvents, LogChanged]
+    assert kinds(first) == [RunsChanged, RunViews, LogChanged]
     runs_msg = first[0]
     assert [r.ref for r in runs_msg.runs["alpha"]] == ["alpha#1"]
-    events = first[1].batches
-    assert events[done][1] is True and len(events[done][0]) > 20
+    views = first[1].views
+    assert set(views) == {done, live} and len(views[done].series(LOSS)) == 20
 
     reads: list[Path] = []
     real = runs.read_status
@@ -49,13 +50,12 @@ def test_new_events_only_and_torn_line(workspace) -> None:
     runs.append_event(run_dir, "train", step=4, loss=1.0)
     with open(run_dir / runs.EVENTS, "ab") as fh:
         fh.write(b'{"type": "train", "step": 5, "lo')  # a writer mid-append
-    (batch,) = [m for m in watcher.poll() if isinstance(m, RunEvents)]
-    events, reset = batch.batches[run_dir]
-    assert reset is False and [e["step"] for e in events] == [4]
+    (batch,) = [m for m in watcher.poll() if isinstance(m, RunViews)]
+    assert [s for s, _ in batch.views[run_dir].series(LOSS)] == [1, 2, 3, 4]  # the torn line waits
     with open(run_dir / runs.EVENTS, "ab") as fh:
         fh.write(b'ss": 0.5}\n')
-    (batch,) = [m for m in watcher.poll() if isinstance(m, RunEvents)]
-    assert [e["step"] for e in batch.batches[run_dir][0]] == [5]
+    (batch,) = [m for m in watcher.poll() if isinstance(m, RunViews)]
+    assert batch.views[run_dir].series(LOSS)[-1] == (5, 0.5)
 
 
 def test_vanished_process_noticed_without_a_status_write(workspace) -> None:
@@ -88,15 +88,15 @@ def test_config_reload_on_mtime(workspace) -> None:
     assert msg.error is None and "alpha" in msg.config.experiments
 
 
-def test_forget_reads_from_the_top(workspace) -> None:
+def test_forget_posts_the_view_again(workspace) -> None:
     run_dir = workspace.make_run("alpha", "finished", steps=4, evals=0, samples=False)
     watcher = Watcher(workspace.toml, workspace.root, config_stamp=stamp(workspace.toml))
     watcher.want([run_dir], None)
     watcher.poll()
+    assert watcher.poll() == []  # nothing changed: no view
     watcher.forget(run_dir)
-    (batch,) = [m for m in watcher.poll() if isinstance(m, RunEvents)]
-    events, reset = batch.batches[run_dir]
-    assert reset and len(events) == 4
+    (batch,) = [m for m in watcher.poll() if isinstance(m, RunViews)]
+    assert len(batch.views[run_dir].series(LOSS)) == 4
 
 
 @pytest.mark.parametrize("count", [2000])

@@ -49,6 +49,7 @@ class MainScreen(Screen):
         Binding("u", "resume", "resume"),
         Binding("space", "mark", "mark", key_display="␣"),  # short: the footer fits 80 columns
         Binding("o", "overlay", "overlay"),
+        Binding("m", "metric", "metric", show=False),
         Binding("c", "compare", "compare"),
         Binding("t", "app.results", "results"),
         Binding("slash", "filter", "filter", key_display="/", show=False),
@@ -114,7 +115,7 @@ class MainScreen(Screen):
         wb = self.wb
         wb.config_signal.subscribe(self, self.on_config_signal)
         wb.runs_signal.subscribe(self, self.on_runs_signal)
-        wb.events_signal.subscribe(self, self.on_events_signal)
+        wb.views_signal.subscribe(self, self.on_views_signal)
         wb.log_signal.subscribe(self, self.on_log_signal)
         wb.plugins_signal.subscribe(self, self.on_plugins_signal)
         self.refresh_all()
@@ -259,7 +260,7 @@ class MainScreen(Screen):
         """Title, banner, progress and history: what status.json says."""
         wb = self.wb
         self.panel.show_status(
-            run, wb.series.get(run.path) if run else None, now=wb.clock(), experiment=self.current,
+            run, wb.views.get(run.path) if run else None, now=wb.clock(), experiment=self.current,
             history=wb.runs_by_exp.get(run.experiment, []) if run else [], pinned=self.pinned,
             position=wb.queue_positions.get(run.path) if run else None,
             log_tail=wb.log_tail(run.path) if run else [], wide=self.size.width >= 110,
@@ -268,7 +269,7 @@ class MainScreen(Screen):
     def refresh_charts(self) -> None:
         run = self.focused_run()
         shown = ([run] if run else []) + self.overlay_runs(run)
-        self.panel.show_curves([(r, self.wb.series.get(r.path)) for r in shown])
+        self.panel.show_curves([(r, self.wb.views.get(r.path)) for r in shown])
 
     def refresh_details(self) -> None:
         """Config and diff tabs for the current experiment."""
@@ -398,6 +399,19 @@ class MainScreen(Screen):
         self.refresh_run()
         self.wb.notice("overlay on: marked runs drawn together" if self.overlay else "overlay off")
 
+    def action_metric(self) -> None:
+        """Cycle the right chart through the shown run's metrics (declared ones first)."""
+        from workbench.widgets.run_panel import metric_names
+
+        run = self.focused_run()
+        names = metric_names(self.wb.views.get(run.path) if run else None)
+        panel = self.panel
+        panel.metric = names[(names.index(panel.metric) + 1) % len(names)] if panel.metric in names \
+            else names[0]
+        self.refresh_charts()
+        self.wb.notice(f"chart: {panel.metric_title}"
+                       + ("" if len(names) > 1 else " (the run's only metric)"))
+
     def action_compare(self) -> None:
         """Compare the marked experiments' latest runs (else the selected one's, with its base)."""
         names = [n for n in self.table.names() if n in self.marks]
@@ -435,7 +449,7 @@ class MainScreen(Screen):
         self.refresh_table()
         self.refresh_run()
 
-    def on_events_signal(self, paths: set[Path]) -> None:
+    def on_views_signal(self, paths: set[Path]) -> None:
         run = self.focused_run()
         shown = {r.path for r in ([run] if run else []) + self.overlay_runs(run)}
         if shown & paths:

@@ -1,7 +1,9 @@
 """The results screen (``t``): one row per run, sortable, best values marked ★; ``e`` writes the report.
 
 Rows come from :mod:`workbench.results`, the same code as ``workbench
-results``, so the screen and the command agree. The report is written by
+results``, so the screen and the command agree. Besides the fixed columns
+there is one per metric the runs declared or reported (a plugin's as much as
+perplexity), its header arrow showing which way is better, ★ following it. The report is written by
 :func:`workbench.report.write_report` in a thread, in no-generate mode: the
 samples are the runs' own (seeded, written during training), so exporting
 never starts the generation worker nor needs a base model on disk.
@@ -26,9 +28,23 @@ if TYPE_CHECKING:
     from workbench.app import WorkbenchApp
     from workbench.plugins import Registry
 
-COLUMNS = ("run", "model", "r", "steps", "ppl", "bpb", "time", "tok_s")  # keys 1-8
-SORTS = ("ppl", "bpb", "tok_s", "time", "steps", "r", "model", "run")  # the order s cycles through
+COLUMNS = ("run", "model", "r", "steps", "ppl", "bpb", "time", "tok_s")  # every metric goes before time
+SORTS = ("ppl", "bpb", "tok_s", "time", "steps", "r", "model", "run")  # s cycles: these, then metrics
+ARROWS = {"low": "↓", "high": "↑"}
 REPORT_FOLDER = "report"
+
+
+def screen_columns(rows: list[results.Row]) -> list[str]:
+    """The fixed columns, with one per further metric of the rows before the training time."""
+    extra = [c.key for c in results.metric_columns(rows)]
+    at = COLUMNS.index("time")
+    return [*COLUMNS[:at], *extra, *COLUMNS[at:]]
+
+
+def header(column: results.Column) -> str:
+    """A column's header: its label, and for a scored metric the arrow of its better direction."""
+    arrow = ARROWS.get(column.better or "") if column.numeric and column.key != "tok_s" else None
+    return f"{column.label} {arrow}" if arrow else column.label
 
 
 class ResultsScreen(Screen):
@@ -39,8 +55,7 @@ class ResultsScreen(Screen):
         Binding("S", "reverse", "reverse", key_display="S"),
         Binding("e", "export", "export report"),
         Binding("escape", "back", "back"),
-        *(Binding(str(i), f"sort('{key}')", f"sort by {results.BY_KEY[key].label}", show=False)
-          for i, key in enumerate(COLUMNS, start=1)),
+        *(Binding(str(i), f"sort_nth({i})", f"sort by column {i}", show=False) for i in range(1, 10)),
     ]
 
     def __init__(self) -> None:
@@ -48,6 +63,7 @@ class ResultsScreen(Screen):
         self.sort_key = "ppl"
         self.reverse = False
         self.rows: list[results.Row] = []
+        self.columns: list[str] = []
 
     @property
     def wb(self) -> WorkbenchApp:
@@ -60,9 +76,6 @@ class ResultsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for key in COLUMNS:
-            column = results.BY_KEY[key]
-            table.add_column(column.label, key=key)
         self.reload()
         table.focus()
         self.wb.runs_signal.subscribe(self, self.on_runs_signal)  # new numbers, never stale
@@ -86,15 +99,23 @@ class ResultsScreen(Screen):
         keep = None
         if table.row_count and table.cursor_row < table.row_count:
             keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        known = results.columns_for(self.rows)
+        columns = screen_columns(self.rows)
+        if columns != self.columns:  # a run reported a new metric: one more column
+            self.columns = columns
+            table.clear(columns=True)
+            for key in columns:
+                table.add_column(header(known[key]), key=key)
+        if self.sort_key not in known:
+            self.sort_key, self.reverse = "ppl", False
         rows = results.sort_rows(self.rows, self.sort_key, self.reverse)
         table.clear()
         for row in rows:
             cells = []
-            for key in COLUMNS:
+            for key in columns:
                 text = results.cell(row, key)
                 style = "bold green" if key in row.best else ""
-                justify = "right" if results.BY_KEY[key].numeric else "left"
-                cells.append(Text(text, style=style, justify=justify))  # type: ignore[arg-type]
+                cells.append(Text(text, style=style, justify="right" if known[key].numeric else "left"))
             table.add_row(*cells, key=str(row.run.path))
         if keep is not None:
             try:
@@ -106,7 +127,7 @@ class ResultsScreen(Screen):
     def refresh_title(self) -> None:
         title = Text(" Results", style="bold")
         title.append(f" — {len(self.rows)} run{'s' if len(self.rows) != 1 else ''}")
-        column = results.BY_KEY[self.sort_key]
+        column = results.columns_for(self.rows)[self.sort_key]
         arrow = "↓" if (column.better == "high") != self.reverse else "↑"
         title.append(f" · sort: {column.label} {arrow}", style="dim")
         if not self.rows:
@@ -126,9 +147,15 @@ class ResultsScreen(Screen):
             self.sort_key, self.reverse = key, False
         self.redraw()
 
+    def action_sort_nth(self, n: int) -> None:
+        """Sort by the ``n``-th column shown (keys 1-9); again reverses."""
+        if 0 < n <= len(self.columns):
+            self.action_sort(self.columns[n - 1])
+
     def action_cycle_sort(self) -> None:
-        index = SORTS.index(self.sort_key) if self.sort_key in SORTS else -1
-        self.sort_key, self.reverse = SORTS[(index + 1) % len(SORTS)], False
+        order = [*SORTS, *(k for k in self.columns if k not in SORTS)]
+        index = order.index(self.sort_key) if self.sort_key in order else -1
+        self.sort_key, self.reverse = order[(index + 1) % len(order)], False
         self.redraw()
 
     def action_reverse(self) -> None:

@@ -1,9 +1,10 @@
 """Metric charts (textual-plotext) with one curve per run, and their legend.
 
-A chart keeps the whole series it is given and thins it only for drawing
-(:func:`workbench.series.downsample`, about two points per braille column),
-so a run of thousands of steps draws as fast as a short one and keeps its
-spikes. Colours are fixed per position so the legend below the charts names
+A chart is handed a run view's kept series (already downsampled to about a
+thousand points however long the run: :mod:`workbench.summary`) and thins
+it further for drawing (:func:`workbench.series.downsample`, about two points
+per braille column), so a run of 200k steps draws as fast as a short one and
+keeps its spikes. Colours are fixed per position so the legend below the charts names
 each curve in both charts.
 """
 
@@ -49,6 +50,12 @@ class MetricChart(PlotextPlot):
         self.curves: list[Curve] = []
         self.x_max: float | None = None
         self.drawn_points = 0
+
+    def set_title(self, title: str, short_title: str = "", log_scale_ok: bool = False) -> None:
+        """Name the chart (a long and a short title, by width); drawn at the next :meth:`set_curves`."""
+        self.title = title
+        self.short_title = short_title or title
+        self.log_scale_ok = log_scale_ok
 
     def set_curves(self, curves: list[Curve], x_max: float | None = None) -> None:
         """Replace the curves (the data is kept whole; drawing thins it)."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from rich.text import Text
 
-from workbench.present import fmt_duration, fmt_rate
+from workbench.present import fmt_duration, fmt_rate, state_word
+from workbench.records import DAMAGED, Status, parse_status
+from workbench.runs import STATUS_PROBLEM
 
 __all__ = ["age", "compact", "fmt_duration", "fmt_rate", "log_ticks", "nice_ticks", "num", "state_badge",
            "stopping"]
@@ -15,41 +18,57 @@ __all__ = ["age", "compact", "fmt_duration", "fmt_rate", "log_ticks", "nice_tick
 # Short reasons for a failed run, by the error_kind the trainer (or read_status) writes.
 FAIL_REASONS = {"vanished": "vanished", "oom": "OOM", "config": "config", "plugin": "plugin",
                 "data": "data", "model": "model"}
+StatusLike = Status | Mapping[str, Any]
 
 
-def stopping(status: dict[str, Any]) -> bool:
+def typed(status: StatusLike) -> Status:
+    """``status`` as the run model's :class:`~workbench.records.Status`."""
+    if isinstance(status, Status):
+        return status
+    raw = dict(status)
+    return parse_status(raw, raw.pop(STATUS_PROBLEM, None))
+
+
+def stopping(status: StatusLike) -> bool:
     """A stop was asked of the current process (a resumed run keeps an older request's time)."""
-    asked = status.get("stop_requested")
-    launched = status.get("launched") or 0
-    return status.get("state") == "running" and isinstance(asked, (int, float)) and asked >= launched
+    st = typed(status)
+    return st.state == "running" and st.stop_requested is not None and st.stop_requested >= (st.launched or 0)
 
 
-def state_badge(status: dict[str, Any] | None, short: bool = False, position: int | None = None) -> Text:
-    """A run's state as a coloured cell: ``● 212/500``, ``✓ done``, ``✗ OOM``, ``■ stopped``.
+def state_badge(status: StatusLike | None, short: bool = False, position: int | None = None) -> Text:
+    """A run's state as a coloured cell: ``● 212/500``, ``✓ finished``, ``✗ failed (OOM)``, ``■ stopped 13``.
 
-    ``position`` is a queued run's place in the queue (1 starts next).
+    The words are the CLI's (:func:`workbench.present.state_word`); ``short``
+    keeps the symbol and the detail that matters most. ``position`` is a
+    queued run's place in the queue (1 starts next).
     """
     if not status:
         return Text("·", style="dim")
-    state = status.get("state", "?")
-    if state == "running":
-        step, total = status.get("step") or 0, status.get("max_steps")
+    st = typed(status)
+    word = state_word(st)
+    if word == "running":
+        step, total = st.step or 0, st.max_steps
         label = f"● {step}/{total}" if total and not short else f"● {step}"
-        if stopping(status):
+        if stopping(st):
             label = f"◐ stopping {step}" if not short else "◐ stopping"
         return Text(label, style="bold green")
-    if state == "finished":
-        return Text("✓ done", style="green")
-    if state == "failed":
-        kind = status.get("error_kind") or "error"
-        return Text(f"✗ {FAIL_REASONS.get(kind, kind)}", style="bold red")
-    if state == "stopped" and not status.get("cancelled"):
-        return Text(f"■ stopped {status.get('step') or 0}" if not short else "■ stopped", style="yellow")
-    if state == "stopped" and status.get("cancelled"):
+    if word == "finished":
+        return Text("✓ finished", style="green")
+    if word == "failed":
+        kind = st.error_kind or "error"
+        reason = FAIL_REASONS.get(kind, kind)
+        return Text(f"✗ {reason}" if short else f"✗ failed ({reason})", style="bold red")
+    if word == "stopped":
+        return Text(f"■ stopped {st.step or 0}" if not short else "■ stopped", style="yellow")
+    if word == "cancelled":
         return Text("■ cancelled", style="yellow")
-    if state == "queued":
+    if word == "queued":
         return Text(f"◌ queued {position}" if position else "◌ queued", style="dim")
-    return Text(str(state), style="dim")
+    if word == "pruned":
+        return Text("✂ pruned", style="yellow")
+    if word == DAMAGED:
+        return Text("⚠ damaged", style="bold red")
+    return Text(word, style="dim")
 
 
 def num(value: Any, spec: str = ".2f") -> str:

@@ -1,9 +1,13 @@
 """The right-hand panel: one run's title, error banner, charts, progress and detail tabs.
 
 The panel only displays; the main screen decides which run (and which
-overlaid runs) it shows and hands them over with their metric series. The
-main screen mounts it just after the first frame, so the experiments table
-paints without waiting for the charts (textual-plotext) to load.
+overlaid runs) it shows and hands them over with their read models
+(:class:`~workbench.runview.RunView`). The charts draw the views' kept,
+downsampled series (training loss, and the metric the user picks: ``m``
+cycles through every metric the run declared or reported), so a run of
+200k steps draws as fast as a short one. The main screen mounts the panel
+just after the first frame, so the experiments table paints without waiting
+for the charts (textual-plotext) to load.
 """
 
 from __future__ import annotations
@@ -15,69 +19,96 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Log, Static, TabbedContent, TabPane
 
+from workbench.metrics import BUILTIN, PERPLEXITY, Metric, undeclared
 from workbench.runs import Run
-from workbench.series import RunSeries
+from workbench.runview import LOSS, RunView
 from workbench.widgets.charts import PALETTE, Curve, Legend, MetricChart
 from workbench.widgets.details import DetailText, RunHistory, samples_text
-from workbench.widgets.format import num, state_badge, stopping
+from workbench.widgets.format import state_badge, stopping, typed
 from workbench.widgets.progress import Progress, RunProgress
 
 TABS = ("config", "diff", "runs", "samples", "log")
 LOG_IN_BANNER = 4  # last lines of train.log shown under a failed run's error
+DEFAULT_METRIC = PERPLEXITY.name  # the right chart's metric until the user picks another
+ARROWS = {"lower": "↓", "higher": "↑"}
 
 
-def banner_text(run: Run, log_tail: list[str]) -> Text | None:
-    """Why a run failed or stopped, and what to do next; ``None`` when all is well."""
-    st = run.status
+def banner_text(run: Run, view: RunView | None, log_tail: list[str]) -> Text | None:
+    """Why a run failed or stopped, what to do next, and its warnings; ``None`` when all is well."""
+    st = view.status if view is not None else typed(run.status)
     text = Text()
-    state = st.get("state")
-    if state == "failed":
-        text.append(f"✗ failed: {st.get('error') or 'no error recorded'}", style="bold red")
-        if st.get("hint"):
-            text.append(f"\n  hint: {st['hint']}", style="red")
+    if st.state == "failed":
+        text.append(f"✗ failed: {st.error or 'no error recorded'}", style="bold red")
+        if st.hint:
+            text.append(f"\n  hint: {st.hint}", style="red")
         tail = [ln for ln in log_tail if ln.strip()][-LOG_IN_BANNER:]
         for line in tail:
             text.append(f"\n  │ {line}", style="dim")
         if tail:
             text.append("\n  (the Log tab, 5, has more)", style="dim italic")
-    elif state == "stopped" and st.get("cancelled"):
+    elif st.state == "stopped" and st.cancelled:
         text.append("■ taken out of the queue before it started", style="yellow")
-    elif state == "stopped":
-        text.append(f"■ stopped at step {st.get('step') or 0}: u resumes from its last checkpoint",
-                    style="yellow")
+    elif st.state == "stopped":
+        text.append(f"■ stopped at step {st.step or 0}: u resumes from its last checkpoint", style="yellow")
     elif stopping(st):
         text.append("◐ stopping: the run saves a checkpoint, then exits", style="yellow")
-    if st.get("job_detail") and state != "failed":  # a run handed to Slurm: its job and where it is
-        text.append(("\n" if text else "") + f"⧗ {st['job_detail']}", style="cyan")
-    if st.get("skipped_steps"):  # fp16: steps the grad scaler threw away (see train/loss_scale.py)
+    job = st.raw.get("job_detail")
+    if isinstance(job, str) and job and st.state != "failed":  # a run handed to Slurm: its job and where
+        text.append(("\n" if text else "") + f"⧗ {job}", style="cyan")
+    skipped = st.raw.get("skipped_steps")
+    if isinstance(skipped, int) and skipped:  # fp16: steps the grad scaler threw away (train/loss_scale.py)
+        scale = st.raw.get("loss_scale")
         text.append("\n" if text else "")
-        text.append(f"⚠ fp16: {st['skipped_steps']} steps skipped on non-finite gradients "
-                    f"(loss scale {st.get('loss_scale', 0):g})", style="yellow")
-    for failure in st.get("plugin_failures") or []:
+        text.append(f"⚠ fp16: {skipped} steps skipped on non-finite gradients "
+                    f"(loss scale {scale if isinstance(scale, (int, float)) else 0:g})", style="yellow")
+    warnings = view.warnings if view is not None else [f"plugin failed to load: {f}"
+                                                       for f in st.plugin_failures]
+    for warning in warnings:  # an evaluator that raised, a plugin that failed in the run
         if text:
             text.append("\n")
-        text.append(f"⚠ plugin failed in the run: {failure}", style="yellow")
+        text.append(f"⚠ {warning}", style="yellow")
     return text or None
 
 
-def progress_of(run: Run, series: RunSeries | None, now: float) -> Progress:
-    """Step, ETA (from the recent step rate in the events), tokens/s and elapsed time."""
-    st = run.status
-    step = max(st.get("step") or 0, (series.step if series else None) or 0)
-    total = st.get("max_steps")
-    started = st.get("started") or st.get("launched")
-    running = st.get("state") == "running"
-    end = None if running else st.get("ended")
+def progress_of(run: Run, view: RunView | None, now: float) -> Progress:
+    """Step, ETA (from the steps over the training time), average tokens/s and elapsed time."""
+    st = view.status if view is not None else typed(run.status)
+    step = max(st.step or 0, (view.steps if view else None) or 0)
+    total = (view.max_steps if view else None) or st.max_steps
+    timings = view.timings if view is not None else None
+    started = (timings.started if timings else None) or st.started or st.launched
+    running = st.state == "running"
+    end = None if running else st.ended
     elapsed = ((end or now) - started) if started and (running or end) else None
-    rate = series.steps_per_second() if series else None
+    trained = timings.train_seconds if timings else None
+    rate = step / trained if (trained and step) else None
     eta = (total - step) / rate if (rate and total and running) else None
-    tok = (series.last_train or {}).get("tokens_per_s") if series else None
-    return Progress(step=step, max_steps=total, eta_s=eta, tokens_per_s=tok or st.get("tokens_per_s"),
-                    elapsed_s=elapsed, state=st.get("state", ""))
+    tokens = (timings.tokens_per_s if timings else None) or st.tokens_per_s
+    return Progress(step=step, max_steps=total, eta_s=eta, tokens_per_s=tokens, elapsed_s=elapsed,
+                    state=st.state)
+
+
+def metric_of(views: list[RunView | None], name: str) -> Metric:
+    """The declaration of ``name`` in the first view that has it (else the built-in, else undeclared)."""
+    for v in views:
+        found = v.metric(name) if v is not None else None
+        if found is not None:
+            return found.metric
+    return BUILTIN.get(name) or undeclared(name)
+
+
+def metric_names(view: RunView | None) -> list[str]:
+    """The metrics a run's right chart can show: declared ones first, then any other reported."""
+    names = [m.name for m in view.metrics] if view is not None else []
+    return names or [DEFAULT_METRIC]
 
 
 class RunPanel(Vertical):
-    """Title, banner, loss and perplexity charts, legend, progress, and the detail tabs."""
+    """Title, banner, loss and metric charts, legend, progress, and the detail tabs."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.metric = DEFAULT_METRIC
 
     def compose(self) -> ComposeResult:
         yield Static(id="run-title")
@@ -101,10 +132,10 @@ class RunPanel(Vertical):
 
     # --- what the main screen calls ---------------------------------------------------
 
-    def show_status(self, run: Run | None, series: RunSeries | None, *, now: float, experiment: str | None,
+    def show_status(self, run: Run | None, view: RunView | None, *, now: float, experiment: str | None,
                     history: list[Run], pinned: Path | None, position: int | None,
                     log_tail: list[str], wide: bool) -> None:
-        """Title, banner, progress and run history: what status.json says."""
+        """Title, banner, progress and run history: what the run's view says."""
         if run is None:
             if experiment is None:
                 self.query_one("#run-title", Static).update(Text("no experiment selected", style="dim"))
@@ -115,43 +146,53 @@ class RunPanel(Vertical):
             self.query_one(RunProgress).set_progress(Progress())
             self.query_one(RunHistory).set_runs([], now, None)
             return
-        st = run.status
         title = Text(run.ref, style="bold")
         title.append(" · ")
-        title.append_text(state_badge(st, position=position))
-        if st.get("best_perplexity") is not None:
-            title.append(f" · best ppl {num(st['best_perplexity'])}")
-        if st.get("best_bits_per_byte") is not None and wide:
-            title.append(f" · {num(st['best_bits_per_byte'], '.3f')} bits/B")
+        title.append_text(state_badge(view.status if view is not None else run.status, position=position))
+        for result in (view.metrics if view is not None else [])[: 2 if wide else 1]:
+            if result.best is not None:
+                title.append(f" · best {result.metric.title} {result.metric.fmt(result.best)}")
         if pinned is not None:
             title.append("  (older run: esc returns to the latest)", style="dim")
         self.query_one("#run-title", Static).update(title)
-        self.set_banner(banner_text(run, log_tail))
-        self.query_one(RunProgress).set_progress(progress_of(run, series, now))
+        self.set_banner(banner_text(run, view, log_tail))
+        self.query_one(RunProgress).set_progress(progress_of(run, view, now))
         self.query_one(RunHistory).set_runs(history, now, pinned)
 
-    def show_curves(self, shown: list[tuple[Run, RunSeries | None]]) -> None:
+    def show_curves(self, shown: list[tuple[Run, RunView | None]]) -> None:
         """Charts (one curve per run, first is the focused run), legend and latest samples."""
         with self.app.batch_update():  # both charts, legend and samples land in one frame
             self._show_curves(shown)
 
-    def _show_curves(self, shown: list[tuple[Run, RunSeries | None]]) -> None:
-        loss, ppl, labels = [], [], []
-        for i, (run, series) in enumerate(shown):
+    def _show_curves(self, shown: list[tuple[Run, RunView | None]]) -> None:
+        loss, chosen, labels = [], [], []
+        for i, (run, view) in enumerate(shown):
             color = PALETTE[i % len(PALETTE)]
-            loss.append(Curve(run.ref, color, list(series.loss) if series else []))
-            ppl.append(Curve(run.ref, color, list(series.perplexity) if series else []))
+            loss.append(Curve(run.ref, color, view.series(LOSS) if view else []))
+            chosen.append(Curve(run.ref, color, view.series(self.metric) if view else []))
             labels.append((run.ref, color))
-        x_max = max((r.status.get("max_steps") or 0 for r, _ in shown), default=0) or None
+        x_max = max((v.max_steps or 0 for _, v in shown if v is not None), default=0) or None
         self.query_one("#loss-chart", MetricChart).set_curves(loss, x_max)
-        self.query_one("#ppl-chart", MetricChart).set_curves(ppl, x_max)
+        chart = self.query_one("#ppl-chart", MetricChart)
+        if self.metric == DEFAULT_METRIC:  # the default view, as it always looked
+            chart.set_title("held-out perplexity", "perplexity", log_scale_ok=True)
+        else:
+            metric = metric_of([v for _, v in shown], self.metric)
+            arrow = ARROWS.get(metric.better or "", "")
+            chart.set_title(f"{metric.title} {arrow}".rstrip(), metric.title, log_scale_ok=False)
+        chart.set_curves(chosen, x_max)
         legend = self.query_one(Legend)
         legend.set_curves(labels)
         legend.set_class(len(labels) > 1, "-overlay")
-        focused, series = shown[0] if shown else (None, None)
-        samples = series.latest_samples() if series else []
+        focused, view = shown[0] if shown else (None, None)
+        samples = view.samples()[1] if view is not None else []
         self.query_one("#samples-text", DetailText).update(
             samples_text(samples, focused.ref if focused else None))
+
+    @property
+    def metric_title(self) -> str:
+        """The right chart's title (the metric the user picked)."""
+        return self.query_one("#ppl-chart", MetricChart).title
 
     def show_details(self, config: Text, diff: Text) -> None:
         self.query_one("#config-text", DetailText).update(config)
