@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from helpers import NOW, gpu_runner, ready, screen_text, until
+from helpers import NOW, T0, gpu_runner, ready, screen_text, until
 
 from workbench import runs
 from workbench.screens.help import HelpScreen
@@ -83,13 +83,14 @@ async def test_live_charts_follow_appended_events(workspace) -> None:
                     what="first 5 points")
         progress = app.main.query_one(RunProgress)
         assert progress.progress.step == 5
-        for step in range(6, 1501):  # thousands of points: all kept, drawing thinned
+        for step in range(6, 1501):  # a step a second: the run's own downsampled series, thinned again
             runs.append_event(run_dir, "train", step=step, loss=3 / (1 + step / 100), tokens_per_s=2048.0,
-                              time=1e9 + step)
+                              time=T0 + step)
             if step % 100 == 0:
                 runs.append_event(run_dir, "eval", step=step, perplexity=math.exp(3 / (1 + step / 100)),
-                                  bits_per_byte=1.0, time=1e9 + step)
-        await until(pilot, lambda: len(loss.curves[0].points) == 1500, what="1500 points")
+                                  bits_per_byte=1.0, time=T0 + step)
+        await until(pilot, lambda: loss.curves[0].points[-1][0] == 1500, what="the loss up to step 1500")
+        assert len(loss.curves[0].points) <= 1000  # bounded however long the run (summary's series)
         ppl = chart(app, "ppl")
         await until(pilot, lambda: len(ppl.curves[0].points) == 15, what="15 evals")
         assert loss.drawn_points < 400  # thinned for drawing
@@ -144,7 +145,7 @@ async def test_failed_run_shows_error_hint_and_log_tail(workspace) -> None:
         text = screen_text(app)
         assert "✗ failed: CUDA out of memory. Tried to allocate 2 GiB" in text
         assert "hint: lower train.batch_size or max_length" in text
-        assert "✗ failed (OOM)" in text  # the title: the CLI's word, then the reason
+        assert "✗ OOM" in text
 
 
 async def test_filter(workspace) -> None:

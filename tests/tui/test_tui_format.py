@@ -16,10 +16,10 @@ def test_state_badges() -> None:
     assert state_badge({"state": "running", "step": 212, "max_steps": 500}).plain == "● 212/500"
     assert state_badge({"state": "running", "step": 212, "max_steps": 500}, short=True).plain == "● 212"
     assert state_badge({"state": "finished"}).plain == "✓ finished"  # the CLI's word
-    assert state_badge({"state": "failed", "error_kind": "oom"}).plain == "✗ failed (OOM)"
-    assert state_badge({"state": "failed", "error_kind": "oom"}, short=True).plain == "✗ OOM"
-    assert state_badge({"state": "failed", "error_kind": "vanished"}, short=True).plain == "✗ vanished"
-    assert state_badge({"state": "failed"}).plain == "✗ failed (error)"
+    assert state_badge({"state": "failed", "error_kind": "oom"}).plain == "✗ OOM"
+    assert state_badge({"state": "failed", "error_kind": "vanished"}).plain == "✗ vanished"
+    assert state_badge({"state": "failed"}).plain == "✗ error"
+    assert state_badge({"state": "stopped", "cancelled": True}).plain == "■ cancelled"  # as the CLI says
     assert state_badge({"state": "stopped", "step": 13}).plain == "■ stopped 13"
     assert state_badge({"state": "stopped", "cancelled": True}).plain == "■ cancelled"
     assert state_badge({"state": "queued"}, position=2).plain == "◌ queued 2"

@@ -36,7 +36,7 @@ def stopping(status: StatusLike) -> bool:
 
 
 def state_badge(status: StatusLike | None, short: bool = False, position: int | None = None) -> Text:
-    """A run's state as a coloured cell: ``● 212/500``, ``✓ finished``, ``✗ failed (OOM)``, ``■ stopped 13``.
+    """A run's state as a coloured cell: ``● 212/500``, ``✓ finished``, ``✗ OOM``, ``■ stopped 13``.
 
     The words are the CLI's (:func:`workbench.present.state_word`); ``short``
     keeps the symbol and the detail that matters most. ``position`` is a
@@ -57,7 +57,7 @@ def state_badge(status: StatusLike | None, short: bool = False, position: int | 
     if word == "failed":
         kind = st.error_kind or "error"
         reason = FAIL_REASONS.get(kind, kind)
-        return Text(f"✗ {reason}" if short else f"✗ failed ({reason})", style="bold red")
+        return Text(f"✗ {reason}", style="bold red")  # the banner says "failed" and why, in full
     if word == "stopped":
         return Text(f"■ stopped {st.step or 0}" if not short else "■ stopped", style="yellow")
     if word == "cancelled":
