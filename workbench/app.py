@@ -100,7 +100,8 @@ class WorkbenchApp(App[int]):
         self.config, self.config_error, self.root = load_config(self.config_path, runs_dir)
         self.registry: Registry | None = None
         self.runs_by_exp: dict[str, list[Run]] = {}
-        self.views: dict[Path, RunView] = {}  # the shown runs' read models, kept by the watcher
+        # Read models of the shown runs and of each experiment's latest run, kept by the watcher.
+        self.views: dict[Path, RunView] = {}
         self.gpus: list[gpus_mod.Gpu] = []
         self._log_lines: tuple[Path | None, list[str]] = (None, [])  # not `_log`: Textual's logger
         self.watcher = Watcher(self.config_path, self.root, runs_dir, config_stamp=first_stamp)
@@ -114,7 +115,7 @@ class WorkbenchApp(App[int]):
         self._plugins_ready = threading.Event()
         self._plugins_loaded_for: Path | None = None
         # One scan of the runs folder now (a stat per run), so states are in the first frame too.
-        for message in self.watcher.poll():
+        for message in self.watcher.poll(views=False):
             if isinstance(message, RunsChanged):
                 self._apply_runs(message.runs)
         # App-wide changes, published once the App's state holds them; screens and widgets
@@ -342,8 +343,9 @@ class WorkbenchApp(App[int]):
         if wanted == self._following:
             return
         self._following = wanted
+        latest = self.latest_paths()
         for path in list(self.views):
-            if path not in wanted[0]:
+            if path not in wanted[0] and path not in latest:
                 del self.views[path]
         for path in wanted[0]:
             if path not in self.views:
@@ -372,6 +374,9 @@ class WorkbenchApp(App[int]):
 
     def on_runs_changed(self, message: RunsChanged) -> None:
         self._apply_runs(message.runs)
+        keep = set(self._following[0] if self._following else ()) | self.latest_paths()
+        for path in [p for p in self.views if p not in keep]:
+            del self.views[path]
         self._publish(self.runs_signal)
 
     def _apply_runs(self, found: dict[str, list[Run]]) -> None:
@@ -383,9 +388,13 @@ class WorkbenchApp(App[int]):
                          key=lambda r: r.status.get("queue_seq") or 0)
         self.queue_positions = {r.path: i for i, r in enumerate(waiting, start=1)}
 
+    def latest_paths(self) -> set[Path]:
+        """The folders of each experiment's newest run (the table's rows)."""
+        return {found[-1].path for found in self.runs_by_exp.values() if found}
+
     def on_run_views(self, message: RunViews) -> None:
-        wanted = self._following[0] if self._following else ()
-        changed = {path for path in message.views if path in wanted}
+        keep = set(self._following[0] if self._following else ()) | self.latest_paths()
+        changed = {path for path in message.views if path in keep}
         for path in changed:
             self.views[path] = message.views[path]
         if changed:

@@ -7,9 +7,10 @@ Each poll checks, cheaply and in this order:
 - the runs folder: one ``stat`` per experiment folder and per ``status.json``;
   a status is re-read only when its file changed or its run is active (so a
   process that vanishes is noticed even though nobody rewrote the file);
-- the runs on screen: their :class:`~workbench.runview.RunView`, rebuilt when
-  their ``events.jsonl`` or ``status.json`` changed (two ``stat`` calls when
-  nothing did). A view folds only the events appended since the last read
+- the runs on screen and each experiment's latest run: their
+  :class:`~workbench.runview.RunView`, rebuilt when their ``events.jsonl`` or
+  their status (liveness included) changed (a ``stat`` when nothing did). A
+  view folds only the events appended since the last read
   (:mod:`workbench.summary`), so a long run costs what its new lines cost;
 - the tail of the shown run's ``train.log`` when its size or mtime moved.
 
@@ -75,10 +76,13 @@ class Watcher:
         self._wanted: tuple[Path, ...] = ()
         self._forget: set[Path] = set()
         self._log_path: Path | None = None
-        self._views: dict[Path, tuple[tuple[Stamp, Stamp], RunView]] = {}
+        # per run folder: the events file's stamp and the status (liveness applied) a view was built from
+        self._views: dict[Path, tuple[Stamp, dict[str, Any], RunView]] = {}
         self._dirs: dict[Path, tuple[Stamp, list[str]]] = {}
         self._status: dict[Path, tuple[Stamp, dict[str, Any]]] = {}
         self._last_runs: dict[Path, dict[str, Any]] | None = None
+        self._latest: tuple[Path, ...] = ()  # each experiment's newest run
+        self._statuses: dict[Path, dict[str, Any]] = {}  # this poll's statuses, liveness applied
         self._shown_log: tuple[Path | None, Stamp] = (None, None)
 
     # --- called from the UI thread -------------------------------------------
@@ -96,13 +100,19 @@ class Watcher:
 
     # --- called from the worker thread ---------------------------------------
 
-    def poll(self) -> list[Message]:
-        """Everything that changed since the last poll, as Messages (``[]`` when nothing did)."""
+    def poll(self, views: bool = True) -> list[Message]:
+        """Everything that changed since the last poll, as Messages (``[]`` when nothing did).
+
+        ``views=False`` skips the run views (and the log): the App's first, synchronous poll,
+        which must not fold a long run's events before the first frame.
+        """
         out: list[Message] = []
         changed = self._poll_config()
         if changed is not None:
             out.append(changed)
-        for message in (self._poll_runs(), self._poll_views(), self._poll_log()):
+        polls = (self._poll_runs, self._poll_views, self._poll_log) if views else (self._poll_runs,)
+        for poll in polls:
+            message = poll()
             if message is not None:
                 out.append(message)
         return out
@@ -141,6 +151,8 @@ class Watcher:
                 found.setdefault(entry.name, []).append(runs.Run(entry.name, run_id, run_dir, status))
         for gone in set(self._status) - seen:
             del self._status[gone]
+        self._latest = tuple(found_runs[-1].path for found_runs in found.values() if found_runs)
+        self._statuses = snapshot
         if snapshot == self._last_runs:
             return None
         self._last_runs = snapshot
@@ -171,21 +183,23 @@ class Watcher:
 
     def _poll_views(self) -> RunViews | None:
         with self._lock:
-            wanted, forget = self._wanted, self._forget
+            wanted, forget = tuple(dict.fromkeys((*self._wanted, *self._latest))), self._forget
             self._forget = set()
         for path in list(self._views):
             if path not in wanted:
                 del self._views[path]
         changed: dict[Path, RunView] = {}
         for path in wanted:
-            stamps = (stamp(path / runs.EVENTS), stamp(path / runs.STATUS))
+            events = stamp(path / runs.EVENTS)
+            status = self._statuses.get(path)  # a vanished process changes it without a write
+            if status is None:
+                status = self._read_status(path)
             cached = self._views.get(path)
-            if cached is not None and cached[0] == stamps and path not in forget:
+            if cached is not None and cached[0] == events and cached[1] == status and path not in forget:
                 continue
-            status = self._read_status(path)
             run = runs.Run(path.parent.name, path.name, path, status)
-            self._views[path] = (stamps, view(run))
-            changed[path] = self._views[path][1]
+            self._views[path] = (events, status, view(run))
+            changed[path] = self._views[path][2]
         return RunViews(changed) if changed else None
 
     def _poll_log(self) -> LogChanged | None:

@@ -62,14 +62,16 @@ def test_vanished_process_noticed_without_a_status_write(workspace) -> None:
     proc = workspace.sleeper()
     run_dir = workspace.make_run("alpha", "running", steps=2, pid=proc.pid)
     watcher = Watcher(workspace.toml, workspace.root, config_stamp=stamp(workspace.toml))
-    (msg,) = watcher.poll()
+    (msg, first_views) = watcher.poll()  # the runs, and the latest run's view
     assert msg.runs["alpha"][0].state == "running"
+    assert first_views.views[run_dir].state == "running"
     proc.kill()
     proc.wait()
-    (msg,) = watcher.poll()
+    (msg, views) = watcher.poll()
     status = msg.runs["alpha"][0].status
     assert status["state"] == "failed" and status["error"] == runs.VANISHED
     assert run_dir == msg.runs["alpha"][0].path
+    assert views.views[run_dir].state == "failed"  # the view follows the status, unwritten as it is
 
 
 def test_config_reload_on_mtime(workspace) -> None:

@@ -26,7 +26,7 @@ from workbench.runs import Run, read_config
 from workbench.terminal import printable
 from workbench.widgets.details import config_text, diff_text
 from workbench.widgets.experiments import ExperimentRow, ExperimentsTable
-from workbench.widgets.format import num, state_badge
+from workbench.widgets.format import num, state_badge, typed
 from workbench.widgets.gpubar import GpuBar
 
 if TYPE_CHECKING:
@@ -216,7 +216,11 @@ class MainScreen(Screen):
                 continue
             exp = cfg.experiments.get(name) if cfg else None
             runs = wb.runs_by_exp.get(name, [])
-            st = runs[-1].status if runs else None
+            view = wb.views.get(runs[-1].path) if runs else None
+            # the run's view once the watcher has read it; until then its status, typed
+            st = view.status if view is not None else (typed(runs[-1].status) if runs else None)
+            ppl = view.metric("perplexity") if view is not None else None
+            bpb = view.metric("bits_per_byte") if view is not None else None
             position = wb.queue_positions.get(runs[-1].path) if runs else None
             rows.append(ExperimentRow(
                 name=name,
@@ -225,8 +229,9 @@ class MainScreen(Screen):
                 r=str(exp.lora.r) if exp else "-",
                 state=state_badge(st, position=position),
                 state_short=state_badge(st, short=True, position=position),
-                ppl=num((st or {}).get("best_perplexity")),
-                bpb=num((st or {}).get("best_bits_per_byte"), ".3f"),
+                ppl=num(ppl.best if ppl is not None else (st.best.get("perplexity") if st else None)),
+                bpb=num(bpb.best if bpb is not None else (st.best.get("bits_per_byte") if st else None),
+                        ".3f"),
                 in_config=exp is not None,
                 marked=name in self.marks,
             ))
@@ -450,6 +455,8 @@ class MainScreen(Screen):
         self.refresh_run()
 
     def on_views_signal(self, paths: set[Path]) -> None:
+        if paths & self.wb.latest_paths():
+            self.refresh_table()
         run = self.focused_run()
         shown = {r.path for r in ([run] if run else []) + self.overlay_runs(run)}
         if shown & paths:

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Static
 
 from workbench.runs import Run
 from workbench.terminal import printable
-from workbench.widgets.format import age, fmt_duration, fmt_rate, num, state_badge
+from workbench.widgets.format import age, fmt_duration, fmt_rate, num, state_badge, typed
 
 
 def _value(value: Any) -> str:
@@ -131,15 +131,15 @@ class RunHistory(DataTable):
     def set_runs(self, runs: list[Run], now: float, pinned: Path | None) -> None:
         rows = []
         for run in reversed(runs):
-            st = run.status
-            started = st.get("started") or st.get("launched") or st.get("created")
-            end = st.get("ended") or (now if st.get("state") == "running" else st.get("updated"))
+            st = typed(run.status)  # the run model's Status: one reading of status.json for every surface
+            started = st.started or st.launched or st.created
+            end = st.ended or (now if st.state == "running" else st.updated)
             took = fmt_duration(end - started) if started and end else "-"
             label = Text(("▸ " if run.path == pinned else "  ") + run.ref)
             rows.append((str(run.path), (
-                label, state_badge(st, short=True), str(st.get("step") or 0),
-                num(st.get("best_perplexity")), num(st.get("best_bits_per_byte"), ".3f"),
-                fmt_rate(st.get("tokens_per_s")), age(now - started) if started else "-", took,
+                label, state_badge(st, short=True), str(st.step or 0),
+                num(st.best.get("perplexity")), num(st.best.get("bits_per_byte"), ".3f"),
+                fmt_rate(st.tokens_per_s), age(now - started) if started else "-", took,
             )))
         if rows == self._shown:
             return
