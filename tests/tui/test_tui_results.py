@@ -34,7 +34,7 @@ async def test_rows_sorting_and_best_marks(workspace) -> None:
         screen = await open_results(pilot)
         table = screen.query_one(DataTable)
         assert [str(c.label) for c in table.columns.values()] == [
-            "run", "model", "r", "steps", "held-out ppl", "bits/byte", "train time", "tok/s"]
+            "run", "model", "r", "steps", "held-out ppl ↓", "bits/byte ↓", "train time", "tok/s"]
         # default: best held-out perplexity first, unknowns last
         assert screen.sorted_runs() == ["alpha#1", "beta#1", "sweep-learning_rate0.001#1"]
         first = [str(table.get_row_at(0)[i]) for i in range(8)]
