@@ -13,6 +13,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Resume run", "continue the shown stopped or failed run from its checkpoint (u)", "resume"),
     ("Mark experiment", "mark or unmark the selected experiment (space)", "mark"),
     ("Toggle overlay", "draw the marked experiments' latest runs together (o)", "overlay"),
+    ("Chart another metric", "the right chart shows the run's next declared metric (m)", "metric"),
     ("Filter experiments", "type to filter the experiments table (/)", "filter"),
     ("Show config tab", "the resolved config of the selected experiment (1)", "tab('config')"),
     ("Show diff tab", "what differs from the experiment it extends (2)", "tab('diff')"),

@@ -31,6 +31,7 @@ TABS = ("config", "diff", "runs", "samples", "log")
 LOG_IN_BANNER = 4  # last lines of train.log shown under a failed run's error
 DEFAULT_METRIC = PERPLEXITY.name  # the right chart's metric until the user picks another
 ARROWS = {"lower": "↓", "higher": "↑"}
+IN_TITLE = {"perplexity": "ppl", "bits_per_byte": "bits/B"}  # the built-ins' words in the panel title
 
 
 def banner_text(run: Run, view: RunView | None, log_tail: list[str]) -> Text | None:
@@ -151,7 +152,8 @@ class RunPanel(Vertical):
         title.append_text(state_badge(view.status if view is not None else run.status, position=position))
         for result in (view.metrics if view is not None else [])[: 2 if wide else 1]:
             if result.best is not None:
-                title.append(f" · best {result.metric.title} {result.metric.fmt(result.best)}")
+                word = IN_TITLE.get(result.name, result.metric.title)
+                title.append(f" · best {word} {result.metric.fmt(result.best)}")
         if pinned is not None:
             title.append("  (older run: esc returns to the latest)", style="dim")
         self.query_one("#run-title", Static).update(title)
