@@ -150,12 +150,12 @@ class RunPanel(Vertical):
         title = Text(run.ref, style="bold")
         title.append(" · ")
         title.append_text(state_badge(view.status if view is not None else run.status, position=position))
+        if pinned is not None:  # before the numbers: a narrow title cuts from the right
+            title.append("  (older run: esc returns to the latest)", style="dim")
         for result in (view.metrics if view is not None else [])[: 2 if wide else 1]:
             if result.best is not None:
                 word = IN_TITLE.get(result.name, result.metric.title)
                 title.append(f" · best {word} {result.metric.fmt(result.best)}")
-        if pinned is not None:
-            title.append("  (older run: esc returns to the latest)", style="dim")
         self.query_one("#run-title", Static).update(title)
         self.set_banner(banner_text(run, view, log_tail))
         self.query_one(RunProgress).set_progress(progress_of(run, view, now))
