@@ -31,7 +31,7 @@ from workbench import config as config_mod
 from workbench import launch, runs
 from workbench.config import Config, ConfigError
 from workbench.messages import ConfigChanged, LogChanged, RunsChanged, RunViews
-from workbench.runview import RunView, view
+from workbench.runview import RunView, Views
 from workbench.schema import NAME_RE
 from workbench.tomlpos import with_line
 
@@ -76,8 +76,8 @@ class Watcher:
         self._wanted: tuple[Path, ...] = ()
         self._forget: set[Path] = set()
         self._log_path: Path | None = None
-        # per run folder: the events file's stamp and the status (liveness applied) a view was built from
-        self._views: dict[Path, tuple[Stamp, dict[str, Any], RunView]] = {}
+        self._views = Views()  # rebuilds a run's view only when its folder or status changed
+        self._posted: dict[Path, RunView] = {}  # the view last posted per run folder
         self._dirs: dict[Path, tuple[Stamp, list[str]]] = {}
         self._status: dict[Path, tuple[Stamp, dict[str, Any]]] = {}
         self._last_runs: dict[Path, dict[str, Any]] | None = None
@@ -185,21 +185,18 @@ class Watcher:
         with self._lock:
             wanted, forget = tuple(dict.fromkeys((*self._wanted, *self._latest))), self._forget
             self._forget = set()
-        for path in list(self._views):
-            if path not in wanted:
-                del self._views[path]
+        self._views.forget(wanted)
+        for path in [p for p in self._posted if p not in wanted]:
+            del self._posted[path]
         changed: dict[Path, RunView] = {}
         for path in wanted:
-            events = stamp(path / runs.EVENTS)
             status = self._statuses.get(path)  # a vanished process changes it without a write
             if status is None:
                 status = self._read_status(path)
-            cached = self._views.get(path)
-            if cached is not None and cached[0] == events and cached[1] == status and path not in forget:
+            found = self._views.get(runs.Run(path.parent.name, path.name, path, status))
+            if found is self._posted.get(path) and path not in forget:
                 continue
-            run = runs.Run(path.parent.name, path.name, path, status)
-            self._views[path] = (events, status, view(run))
-            changed[path] = self._views[path][2]
+            self._posted[path] = changed[path] = found
         return RunViews(changed) if changed else None
 
     def _poll_log(self) -> LogChanged | None:
