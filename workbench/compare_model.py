@@ -17,7 +17,7 @@ from workbench import comparisons, runs
 from workbench.generate import client as gen
 from workbench.results import short_model
 from workbench.runs import RunError
-from workbench.terminal import printable
+from workbench.terminal import printable  # noqa: F401 - the compare command and pane import it from here
 
 # What a sampling setting is called in ``[sampling]`` -> in a generate request.
 REQUEST_KEYS = {"temperature": "temperature", "top_p": "top_p", "max_new_tokens": "max_new_tokens",
