@@ -42,6 +42,7 @@ from workbench.messages import (
     RunsChanged,
     RunViews,
 )
+from workbench.present import default_models, model_label
 from workbench.runs import Run, RunError, read_config
 from workbench.runview import RunView
 from workbench.screens.main import MainScreen
@@ -99,6 +100,7 @@ class WorkbenchApp(App[int]):
         first_stamp = stamp(self.config_path)
         self.config, self.config_error, self.root = load_config(self.config_path, runs_dir)
         self.registry: Registry | None = None
+        self._default_models: tuple[Registry, dict[str, str]] | None = None
         self.runs_by_exp: dict[str, list[Run]] = {}
         # Read models of the shown runs and of each experiment's latest run, kept by the watcher.
         self.views: dict[Path, RunView] = {}
@@ -434,16 +436,16 @@ class WorkbenchApp(App[int]):
     # --- labels that need the plugins ------------------------------------------------
 
     def default_model(self, backend: str) -> str | None:
-        item = self.registry.backends.get(backend) if self.registry is not None else None
-        model = getattr(item, "default_model", None)
-        return model if isinstance(model, str) else None
+        """The backend's default model, resolved once per plugin load (``None`` before plugins load)."""
+        if self.registry is None:
+            return None
+        if self._default_models is None or self._default_models[0] is not self.registry:
+            self._default_models = (self.registry, default_models(self.registry))
+        return self._default_models[1].get(backend)
 
     def model_label(self, exp: Any) -> str:
-        """A short model name: the experiment's ``model``, else its backend's default."""
-        model = exp.model or self.default_model(exp.backend)
-        if not model:
-            return "(default)"
-        return Path(model).name.removesuffix(".gguf") or model
+        """The model's label in the CLI's words: the experiment's ``model``, else its backend's default."""
+        return model_label(exp.model or self.default_model(exp.backend), exp.backend)
 
     # --- actions ---------------------------------------------------------------------------
 

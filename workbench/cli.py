@@ -20,6 +20,7 @@ from typing import Any
 
 from workbench import __version__, config, launch, queue, runs
 from workbench.config import Config, ConfigError
+from workbench.metrics import Metric
 from workbench.present import (
     default_models,
     event_line,
@@ -32,7 +33,7 @@ from workbench.present import (
     table,
 )
 from workbench.runs import RunError
-from workbench.runview import RunView, view
+from workbench.runview import RunView, experiment_results, view
 from workbench.terminal import one_line, printable
 
 __all__ = ["fmt_duration", "fmt_num", "fmt_rate", "main", "state_text", "table"]
@@ -128,21 +129,34 @@ def metric_cells(views: list[RunView]) -> tuple[list[str], list[list[str]]]:
 
 
 def cmd_list(ctx: Context) -> int:
+    """Each experiment's latest run and state, beside its best result over all its runs."""
     cfg = ctx.config
     defaults = default_models(ctx.registry)
-    base, latest = [], []
+    base, bests = [], []
     for name, exp in cfg.experiments.items():
-        run = runs.latest_run(ctx.root, name)
-        v = view(run, defaults) if run else None
+        history = runs.list_runs(ctx.root, name)
+        run = history[-1] if history else None
+        latest = view(run, defaults) if run else None
         base.append([name, exp.backend, model_label(exp.model or defaults.get(exp.backend), exp.backend),
                      str(exp.lora.r), str(exp.train.steps), run.ref if run else "-",
-                     v.state_text if v else "-"])
-        latest.append(v)
-    shown = [v for v in latest if v is not None]
-    header, cells = metric_cells(shown)
-    by_view = dict(zip((id(v) for v in shown), cells, strict=True))
-    rows = [b + (by_view[id(v)] if v is not None else ["-"] * len(header)) for b, v in zip(base, latest,
-                                                                                            strict=True)]
+                     latest.state_text if latest else "-"])
+        bests.append(experiment_results(history, latest))
+    metrics: dict[str, Metric] = {}
+    for found in bests:
+        for name, result in found.items():
+            metrics.setdefault(name, result.metric)
+    rows = []
+    for row, found in zip(base, bests, strict=True):
+        cells = []
+        for name, metric in metrics.items():
+            best = found.get(name)
+            if best is None:
+                cells.append("-")
+                continue
+            older = best.run.ref != row[5]
+            cells.append(fmt_metric(metric, best.value) + (f" (#{best.run.run_id})" if older else ""))
+        rows.append(row + cells)
+    header = [f"best {metric.title}" for metric in metrics.values()]
     print(table(rows, ["experiment", "backend", "model", "r", "steps", "latest run", "state", *header]))
     return 0
 

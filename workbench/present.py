@@ -10,7 +10,8 @@ Decisions made once here:
 - **Model label**: the last part of the model's source: ``SmolLM-135M`` for
   the hub id ``HuggingFaceTB/SmolLM-135M``, the folder name for a local
   folder, the file name *with* ``.gguf`` for a GGUF file (it says what was
-  loaded); ``tiny (default)`` when the backend's default was found at run time.
+  loaded); a backend's default found at run time is resolved the same way
+  (``<backend> (default)`` only when that fails).
 - **Numbers**: durations ``42s`` / ``3m07s`` / ``2h05m``; rates ``850`` /
   ``12.3k``; a metric in its declared format; ``-`` for unknown.
 
@@ -124,9 +125,23 @@ def model_label(source: str | None, backend: str | None = None) -> str:
 
 
 def default_models(registry: Any) -> dict[str, str]:
-    """``{backend: default model}`` for a registry's backends whose default is a plain string."""
-    return {name: b.default_model for name, b in getattr(registry, "backends", {}).items()
-            if isinstance(b.default_model, str)}
+    """``{backend: default model}`` for a registry's backends, a default found at run time resolved.
+
+    Resolving is the backend's own cheap look-up (a path in a cache or in an
+    installed package); a backend whose look-up fails (the package that ships
+    the model is missing) is left out, and its runs say ``<backend> (default)``.
+    """
+    found: dict[str, str] = {}
+    for name, b in getattr(registry, "backends", {}).items():
+        model = b.default_model
+        if callable(model):
+            try:
+                model = model()
+            except Exception:  # noqa: BLE001 - the run itself reports why; a label falls back
+                continue
+        if isinstance(model, str) and model:
+            found[name] = model
+    return found
 
 
 def metric_label(name: str, metrics: Mapping[str, Metric] | None = None) -> str:

@@ -191,11 +191,15 @@ def _warnings(status: Status, summary: Summary) -> list[str]:
     return out
 
 
-def view(run: runs.Run, default_models: Mapping[str, str] | None = None) -> RunView:
-    """The read model of ``run`` (its ``status`` as already read, liveness applied)."""
+def _typed(run: runs.Run) -> Status:
     raw = dict(run.status)
     problem = raw.pop(runs.STATUS_PROBLEM, None)
-    status = parse_status(raw, problem)
+    return parse_status(raw, problem)
+
+
+def view(run: runs.Run, default_models: Mapping[str, str] | None = None) -> RunView:
+    """The read model of ``run`` (its ``status`` as already read, liveness applied)."""
+    status = _typed(run)
     config = runs.read_config(run.path)
     found = config.get("experiment")
     experiment: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -245,6 +249,48 @@ def best_run(candidates: Iterable[RunView], metric: str) -> RunView | None:
         if best is None or m.metric.is_better(m.best, best[1].best):  # type: ignore[arg-type]
             best = (v, m)
     return best[0] if best else None
+
+
+@dataclass(frozen=True)
+class BestResult:
+    """An experiment's best value of one metric, and the run that reached it."""
+
+    metric: Metric
+    run: runs.Run
+    value: float
+
+
+def experiment_bests(history: Iterable[runs.Run]) -> dict[str, BestResult]:
+    """Each metric's best recorded value over an experiment's runs, from their statuses alone.
+
+    Every run counts, whatever its state: a stopped or cancelled latest run
+    does not hide an earlier run's result. The direction is the metric's
+    declared one (a run's own declaration, else the built-in's; an undeclared
+    metric keeps its first value).
+    """
+    found: dict[str, BestResult] = {}
+    for run in history:
+        st = _typed(run)
+        declared = {m.name: m for m in st.metrics}
+        for name, value in st.best.items():
+            metric = declared.get(name) or (found[name].metric if name in found else undeclared(name))
+            if name not in found or metric.is_better(value, found[name].value):
+                found[name] = BestResult(metric, run, value)
+    return found
+
+
+def experiment_results(history: list[runs.Run], latest: RunView | None) -> dict[str, BestResult]:
+    """:func:`experiment_bests`, the latest run's view counted too (its events may be ahead of its status)."""
+    found = experiment_bests(history)
+    if latest is None or not history or latest.path != history[-1].path:
+        return found
+    for m in latest.metrics:
+        if m.best is None:
+            continue
+        old = found.get(m.name)
+        if old is None or old.run.path == latest.path or m.metric.is_better(m.best, old.value):
+            found[m.name] = BestResult(m.metric, latest.run, m.best)
+    return found
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

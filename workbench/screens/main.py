@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -23,6 +24,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from workbench import config as config_mod
 from workbench.runs import Run, read_config
+from workbench.runview import BestResult, experiment_results
 from workbench.terminal import printable
 from workbench.widgets.details import config_text, diff_text
 from workbench.widgets.experiments import ExperimentRow, ExperimentsTable
@@ -37,10 +39,20 @@ if TYPE_CHECKING:
 TABS = ("config", "diff", "runs", "samples", "log")  # keys 1-5
 
 
+def best_cell(history: list[Run], found: BestResult | None, spec: str) -> Text:
+    """An experiment's best result over its runs; an older run's carries its number (``263.64 #2``)."""
+    if found is None or not history:
+        return Text("-", justify="right")
+    text = Text(num(found.value, spec), justify="right")
+    if found.run.path != history[-1].path:
+        text.append(f" #{found.run.run_id}", style="dim")
+    return text
+
+
 class MainScreen(Screen):
     """Experiments table, run panel, footer."""
 
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide"), (150, "-roomy")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
 
     BINDINGS = [
@@ -74,6 +86,17 @@ class MainScreen(Screen):
 
     # --- layout ---------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``o`` joins the footer once something is marked (it overlays the marked runs)."""
+        if action == "overlay" and not self.marks and not self.overlay:
+            return False
+        return True
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Narrow: the footer drops the command palette's entry (ctrl+p still opens it; ? lists it),
+        # so every key the screen has fits in 80 columns and nothing is cut mid-word.
+        self.query_one(Footer).show_command_palette = event.size.width >= 110
+
     def compose(self) -> ComposeResult:
         with Horizontal(id="topbar"):
             yield Static(id="app-title")
@@ -87,7 +110,9 @@ class MainScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#left").border_title = "Experiments"
+        left = self.query_one("#left")
+        left.border_title = "Experiments"
+        left.border_subtitle = "ppl, bits/B: best of all runs"
         self.query_one(ExperimentsTable).focus()
         # The experiments are in the very first frame; the run panel's tabs compose their
         # panes a moment after this screen mounts, so the panel is drawn once they exist.
@@ -119,6 +144,13 @@ class MainScreen(Screen):
         wb.log_signal.subscribe(self, self.on_log_signal)
         wb.plugins_signal.subscribe(self, self.on_plugins_signal)
         self.refresh_all()
+        self.set_interval(1.0, self.tick)
+
+    def tick(self) -> None:
+        """Once a second: a running run's wall time moves on even when no event arrives."""
+        run = self.focused_run()
+        if run is not None and run.state == "running":
+            self.refresh_status(run)
 
     @property
     def ready(self) -> bool:
@@ -219,8 +251,8 @@ class MainScreen(Screen):
             view = wb.views.get(runs[-1].path) if runs else None
             # the run's view once the watcher has read it; until then its status, typed
             st = view.status if view is not None else (typed(runs[-1].status) if runs else None)
-            ppl = view.metric("perplexity") if view is not None else None
-            bpb = view.metric("bits_per_byte") if view is not None else None
+            # the best held-out result of any of its runs: a stopped latest run hides nothing
+            results = experiment_results(runs, view)
             position = wb.queue_positions.get(runs[-1].path) if runs else None
             rows.append(ExperimentRow(
                 name=name,
@@ -229,9 +261,8 @@ class MainScreen(Screen):
                 r=str(exp.lora.r) if exp else "-",
                 state=state_badge(st, position=position),
                 state_short=state_badge(st, short=True, position=position),
-                ppl=num(ppl.best if ppl is not None else (st.best.get("perplexity") if st else None)),
-                bpb=num(bpb.best if bpb is not None else (st.best.get("bits_per_byte") if st else None),
-                        ".3f"),
+                ppl=best_cell(runs, results.get("perplexity"), ".2f"),
+                bpb=best_cell(runs, results.get("bits_per_byte"), ".3f"),
                 in_config=exp is not None,
                 marked=name in self.marks,
             ))
@@ -383,11 +414,12 @@ class MainScreen(Screen):
         self.wb.resume_run(run)
 
     def action_mark(self) -> None:
-        """Mark (or unmark) the experiment under the cursor, then move down."""
+        """Mark (or unmark) the experiment under the cursor, then move down (to mark a run of rows)."""
         name = self.table.current
         if name is None:
             return
         self.marks.symmetric_difference_update({name})
+        self.refresh_bindings()
         self.refresh_table()
         if self.table.cursor_row < self.table.row_count - 1:
             self.table.move_cursor(row=self.table.cursor_row + 1, animate=False)
@@ -401,6 +433,7 @@ class MainScreen(Screen):
                            "warning")
             return
         self.overlay = not self.overlay
+        self.refresh_bindings()
         self.refresh_run()
         self.wb.notice("overlay on: marked runs drawn together" if self.overlay else "overlay off")
 

@@ -1,8 +1,10 @@
 """The experiments table: one row per experiment, with the state of its latest run.
 
 Columns drop out by priority when the table is narrow (at 80 columns it
-shows name, r, state and perplexity; wider, backend, model and bits per
-byte too). Rows update in place, so the cursor never jumps while runs
+shows name, r, state and perplexity; wider, bits per byte, then model and
+backend). The perplexity and bits-per-byte columns hold the experiment's best
+result over all its runs, beside the latest run's state.
+Rows update in place, so the cursor never jumps while runs
 progress.
 """
 
@@ -19,16 +21,15 @@ COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("mark", " ", 0, False),
     ("name", "experiment", 0, False),
     ("backend", "backend", 6, False),
-    ("model", "model", 4, False),
+    ("model", "model", 5, False),
     ("r", "r", 2, True),
     ("state", "state", 1, False),
     ("ppl", "ppl", 3, True),
-    ("bpb", "bits/B", 5, True),
+    ("bpb", "bits/B", 4, True),
 )
 MARK = "◆"
 NAME_MIN = 12  # a long experiment name is cut to this before the state column goes
 NARROW = 44  # below this width the state column shows short badges
-NAME_PRIORITY = 4  # the name grows to full length before columns of this priority join
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class ExperimentRow:
     model: str
     r: str
     state: Text
-    ppl: str
-    bpb: str
+    ppl: str | Text
+    bpb: str | Text
     in_config: bool = True
     marked: bool = False
     state_short: Text | None = None  # the badge for a narrow table (``● 212`` for ``● 212/500``)
@@ -148,8 +149,8 @@ class ExperimentsTable(DataTable):
         """``(column, width)`` pairs that fit in ``width`` cells.
 
         Mark, name and state always show (a long name is cut short first);
-        then r and perplexity, then the name at full length, then the rest,
-        each while it fits.
+        then r, perplexity, bits per byte, model and backend, each while it
+        fits; the name gets the room left.
         """
         pad = 2 * self.cell_padding
         narrow = 0 < width < NARROW
@@ -159,14 +160,11 @@ class ExperimentsTable(DataTable):
         name_width = min(need["name"], NAME_MIN)
         used = need["mark"] + need["state"] + name_width + 3 * pad
         keep = {"mark", "name", "state"}
-        for key, _, priority, _ in sorted(COLUMNS, key=lambda c: c[2]):
-            if priority >= NAME_PRIORITY and name_width < need["name"]:
-                grow = min(need["name"] - name_width, max(room - used, 0))
-                name_width += grow
-                used += grow
+        for key, *_ in sorted(COLUMNS, key=lambda c: c[2]):
             if key not in keep and used + need[key] + pad <= room:
                 keep.add(key)
                 used += need[key] + pad
+        name_width += min(need["name"] - name_width, max(room - used, 0))  # what is left: a longer name
         layout = tuple((key, name_width if key == "name" else None) for key, *_ in COLUMNS if key in keep)
         return layout + ((("narrow", None),) if narrow else ())
 

@@ -1,4 +1,8 @@
-"""A run's progress on one line: bar, step, ETA, tokens per second, elapsed time.
+"""A run's progress on one line: bar, step, ETA, average tokens per second, training and wall time.
+
+Training time counts only the time training processes ran (the run model's
+definition); wall time runs from the start to the end (or now, ticking every
+second while the run runs), stops and queue waits included.
 
 Drawn from numbers it is handed (no clock of its own), so it is the same on
 every screen that shows the same run and deterministic in snapshots.
@@ -26,6 +30,7 @@ class Progress:
     tokens_per_s: float | None = None
     elapsed_s: float | None = None
     state: str = ""
+    train_s: float | None = None  # time in training processes (stops and queue waits excluded)
 
     @property
     def fraction(self) -> float:
@@ -43,7 +48,7 @@ def bar(fraction: float, width: int) -> str:
 
 
 class RunProgress(Widget):
-    """``████▌      212/500 41%  ETA 6m12s  4.1k tok/s  2m03s``."""
+    """``████▌   212/500 41%  ETA 6m12s  4.1k tok/s avg  1m50s training  2m03s wall``."""
 
     DEFAULT_CSS = """
     RunProgress { height: 1; padding: 0 1; }
@@ -66,11 +71,13 @@ class RunProgress(Widget):
             parts[0] += f" {p.fraction:.0%}"
         if p.state == "running":
             parts.append(f"ETA {fmt_duration(p.eta_s)}" if p.eta_s is not None else "ETA -")
+        wide = self.size.width > 60
         if p.tokens_per_s:
-            parts.append(f"{fmt_rate(p.tokens_per_s)} tok/s")
+            parts.append(f"{fmt_rate(p.tokens_per_s)} tok/s" + (" avg" if wide else ""))
+        if p.train_s is not None and wide:
+            parts.append(f"{fmt_duration(p.train_s)} training")
         if p.elapsed_s is not None:
-            parts.append(f"{fmt_duration(p.elapsed_s)} elapsed" if self.size.width > 60
-                         else fmt_duration(p.elapsed_s))
+            parts.append(f"{fmt_duration(p.elapsed_s)} wall" if wide else fmt_duration(p.elapsed_s))
         return "  ".join(parts)
 
     def render(self) -> Text:

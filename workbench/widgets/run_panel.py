@@ -85,8 +85,10 @@ def progress_of(run: Run, view: RunView | None, now: float) -> Progress:
     rate = step / trained if (trained and step) else None
     eta = (total - step) / rate if (rate and total and running) else None
     tokens = (timings.tokens_per_s if timings else None) or st.tokens_per_s
+    if running and trained is not None and timings is not None and timings.started is not None:
+        trained = min(trained, now - timings.started)  # never more than the wall time so far
     return Progress(step=step, max_steps=total, eta_s=eta, tokens_per_s=tokens, elapsed_s=elapsed,
-                    state=st.state)
+                    state=st.state, train_s=trained)
 
 
 def metric_of(views: list[RunView | None], name: str) -> Metric:

@@ -1,0 +1,77 @@
+"""Pilot tests of the daily-use points: best results beside a stopped run, the narrow footer, marks."""
+
+from __future__ import annotations
+
+from helpers import NOW, T0, ready, screen_text, until
+from textual.widgets import Footer
+
+from workbench import runs
+from workbench.widgets.experiments import ExperimentsTable
+
+
+def cell(app, row: str, column: str) -> str:
+    return str(app.main.query_one(ExperimentsTable).get_cell(row, column))
+
+
+async def test_a_stopped_latest_run_keeps_the_experiments_best_result(workspace) -> None:
+    workspace.make_run("alpha", "finished", steps=40)
+    workspace.make_run("alpha", "stopped", steps=5, evals=0)  # no eval yet: no result of its own
+    app = workspace.app(clock=lambda: NOW)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        table = app.main.query_one(ExperimentsTable)
+        await until(pilot, lambda: "stopped" in cell(app, "alpha", "state"), what="alpha's state")
+        best = runs.read_status(workspace.root / "alpha" / "1")
+        assert cell(app, "alpha", "ppl") == f"{best['best_perplexity']:.2f} #1"
+        assert cell(app, "alpha", "bpb") == f"{best['best_bits_per_byte']:.3f} #1"
+        # at 160 columns every column shows, the long matrix names included
+        await until(pilot, lambda: app.registry is not None, what="plugins")
+        assert set(table.columns_shown) == {"mark", "name", "backend", "model", "r", "state", "ppl", "bpb"}
+        assert table.row("alpha").model == "TestLM-1M"
+
+
+async def test_a_better_latest_run_shows_without_a_run_number(workspace) -> None:
+    workspace.make_run("alpha", "finished", steps=10)
+    workspace.make_run("alpha", "finished", steps=40)
+    app = workspace.app(clock=lambda: NOW)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        best = runs.read_status(workspace.root / "alpha" / "2")["best_perplexity"]
+        await until(pilot, lambda: cell(app, "alpha", "ppl") == f"{best:.2f}", what="run 2's best")
+
+
+async def test_narrow_footer_fits_every_key_and_space_marks_then_moves(workspace) -> None:
+    app = workspace.app(clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        footer = app.main.query_one(Footer)
+        assert footer.show_command_palette is False
+        last = screen_text(app).splitlines()[-1]
+        assert "p plugins" in last and "q quit" in last and "palette" not in last
+        assert "o overlay" not in last  # nothing marked: nothing to overlay
+        table = app.main.query_one(ExperimentsTable)
+        assert table.current == "alpha"
+        await pilot.press("space")
+        assert app.main.marks == {"alpha"} and table.current == "beta"  # marked, then moved down
+        await pilot.pause()
+        assert "o overlay" in screen_text(app).splitlines()[-1]
+    async with workspace.app(clock=lambda: NOW).run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        assert pilot.app.main.query_one(Footer).show_command_palette is True
+
+
+async def test_progress_line_ticks_wall_time_and_shows_training_time(workspace) -> None:
+    from workbench.widgets.progress import RunProgress
+
+    workspace.make_run("alpha", "running", steps=20, step_s=0.5)  # 10 s of training from T0
+    clock = [T0 + 30.0]
+    app = workspace.app(clock=lambda: clock[0])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        progress = app.main.query_one("#progress", RunProgress)
+        await until(pilot, lambda: "30s wall" in progress.describe(), what="wall time")
+        text = progress.describe()
+        assert "10s training" in text and "2.0k tok/s avg" in text
+        clock[0] += 5  # no event arrives: the wall time still moves within a second or so
+        await until(pilot, lambda: "35s wall" in progress.describe(), what="wall time ticking")
+        assert "10s training" in progress.describe()
