@@ -16,6 +16,7 @@ The TUI never trains and never imports torch: runs are detached processes
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -42,11 +43,12 @@ from workbench.messages import (
     RunsChanged,
     RunViews,
 )
-from workbench.present import default_models, model_label
+from workbench.present import default_models, metric_label, model_label
 from workbench.runs import Run, RunError, read_config
 from workbench.runview import RunView
 from workbench.screens.main import MainScreen
 from workbench.watch import Watcher, load_config, stamp
+from workbench.widgets.format import typed
 
 if TYPE_CHECKING:
     from workbench.plugins import Registry  # imported by the plugin-loading thread, after the first frame
@@ -84,8 +86,12 @@ class WorkbenchApp(App[int]):
         gpu_runner: gpus_mod.Runner | None = None,
         clock: Callable[[], float] = time.time,
         generation_env: dict[str, str] | None = None,
+        bell: bool | None = None,
     ) -> None:
         super().__init__()
+        # ring the terminal bell with a run's end notice: off unless asked (WORKBENCH_BELL=1)
+        self.bell_on_end = bell if bell is not None else os.environ.get("WORKBENCH_BELL", "") not in ("", "0")
+        self._states: dict[Path, str] | None = None  # each run's state at the last scan (None: none yet)
         self.config_path = Path(config_path)
         self.runs_dir = runs_dir
         self.plugins_dir_arg = Path(plugins_dir).resolve() if plugins_dir else None
@@ -383,12 +389,33 @@ class WorkbenchApp(App[int]):
 
     def _apply_runs(self, found: dict[str, list[Run]]) -> None:
         self.runs_by_exp = found
+        states = {r.path: r.state for runs in found.values() for r in runs}
+        before = self._states
+        if before is not None:
+            for run in (r for runs in found.values() for r in runs):
+                if before.get(run.path) in ("running", "queued") and run.state in ("finished", "failed"):
+                    self._announce_end(run)
+        self._states = states
         active = [r for runs in found.values() for r in runs if r.state == "running"]
         self._run_pids = gpus_mod.run_pids((r.ref, r.status) for r in active)
         self._run_gpus = {str(g): r.ref for r in active for g in r.status.get("gpus") or []}
         waiting = sorted((r for runs in found.values() for r in runs if r.state == "queued"),
                          key=lambda r: r.status.get("queue_seq") or 0)
         self.queue_positions = {r.path: i for i, r in enumerate(waiting, start=1)}
+
+    def _announce_end(self, run: Run) -> None:
+        """A toast naming a run that finished or failed while the TUI is open, with its result."""
+        st = typed(run.status)
+        if run.state == "finished":
+            results = [f"{metric_label(name, {m.name: m for m in st.metrics})} {value:.4g}"
+                       for name, value in st.best.items()]
+            self.notice(f"{run.ref} finished" + (f": {', '.join(results)}" if results else ""),
+                        title="run finished", timeout=10)
+        else:
+            self.notice(f"{run.ref} failed: {st.error or st.error_kind or 'error'}", "error",
+                        title="run failed", timeout=10)
+        if self.bell_on_end:
+            self.bell()
 
     def latest_paths(self) -> set[Path]:
         """The folders of each experiment's newest run (the table's rows)."""

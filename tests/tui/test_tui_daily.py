@@ -75,3 +75,24 @@ async def test_progress_line_ticks_wall_time_and_shows_training_time(workspace) 
         clock[0] += 5  # no event arrives: the wall time still moves within a second or so
         await until(pilot, lambda: "35s wall" in progress.describe(), what="wall time ticking")
         assert "10s training" in progress.describe()
+
+
+async def test_a_run_that_finishes_or_fails_while_open_gets_a_toast(workspace) -> None:
+    alpha = workspace.make_run("alpha", "running", steps=20)
+    beta = workspace.make_run("beta", "running", steps=20)
+    app = workspace.app(clock=lambda: NOW, bell=True)
+    rung = []
+    app.bell = lambda: rung.append(1)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        runs.write_status(alpha, state="finished", ended=NOW, best_perplexity=12.345)
+        runs.write_status(beta, state="failed", ended=NOW, error="CUDA out of memory", error_kind="oom")
+
+        def toasts() -> str:
+            return "\n".join(str(n.message) for n in app._notifications)
+
+        await until(pilot, lambda: "alpha#1 finished: held-out ppl 12.35" in toasts(), what="finished toast")
+        await until(pilot, lambda: "beta#1 failed: CUDA out of memory" in toasts(), what="failed toast")
+        assert len(rung) == 2
+    quiet = workspace.app(clock=lambda: NOW)
+    assert quiet.bell_on_end is False  # the bell is off unless asked
