@@ -79,7 +79,9 @@ def new_run_dir(root: Path, experiment: str) -> Path:
     """
     parent = experiment_dir(root, experiment)
     parent.mkdir(parents=True, exist_ok=True)
-    n = max((int(p.name) for p in parent.iterdir() if p.name.isdigit()), default=0) + 1
+    archived = parent / ".archive"  # an archived run keeps its number (workbench.runmeta)
+    taken = [*parent.iterdir(), *(archived.iterdir() if archived.is_dir() else ())]
+    n = max((int(p.name) for p in taken if p.name.isdigit()), default=0) + 1
     while True:
         path = parent / str(n)
         try:
