@@ -96,3 +96,36 @@ async def test_a_run_that_finishes_or_fails_while_open_gets_a_toast(workspace) -
         assert len(rung) == 2
     quiet = workspace.app(clock=lambda: NOW)
     assert quiet.bell_on_end is False  # the bell is off unless asked
+
+
+async def test_note_tags_filter_and_archive_from_the_tui(workspace) -> None:
+    from workbench import runmeta
+
+    workspace.make_run("alpha", "finished", steps=40)
+    second = workspace.make_run("alpha", "stopped", steps=5, evals=0)
+    app = workspace.app(clock=lambda: NOW)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        assert app.main.focused_run().ref == "alpha#2"
+        await pilot.press("n")
+        await pilot.press(*"lr too high", "enter")
+        await pilot.press("T")
+        await pilot.press(*"keep lrtest", "enter")
+        assert runmeta.read_meta(second) == runmeta.RunMeta("lr too high", ("keep", "lrtest"))
+        await until(pilot, lambda: "✎ lr too high #keep #lrtest" in screen_text(app), what="note in the panel")
+        # / keeps experiments whose runs carry the text in a note or tag
+        await pilot.press("slash", *"lrtest")
+        table = app.main.query_one(ExperimentsTable)
+        await until(pilot, lambda: table.names() == ["alpha"], what="filtered by tag")
+        await pilot.press("escape")
+        # archive: asks, then the run leaves the table; its folder is kept under .archive
+        await pilot.press("A")
+        await pilot.press("y")
+        await until(pilot, lambda: [r.ref for r in app.runs_by_exp.get("alpha", [])] == ["alpha#1"],
+                    what="alpha#2 archived")
+        assert (second.parent / ".archive" / "2" / "meta.json").is_file()
+        await until(pilot, lambda: app.main.focused_run().ref == "alpha#1", what="alpha#1 shown")
+        # delete asks too; n keeps it
+        await pilot.press("D", "n")
+        await pilot.pause()
+        assert (second.parent / "1").is_dir()

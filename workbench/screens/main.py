@@ -23,7 +23,8 @@ from textual.widget import MountError
 from textual.widgets import DataTable, Footer, Input, Static
 
 from workbench import config as config_mod
-from workbench.runs import Run, read_config
+from workbench import runmeta
+from workbench.runs import Run, RunError, read_config
 from workbench.runview import BestResult, experiment_results
 from workbench.terminal import printable
 from workbench.widgets.details import config_text, diff_text
@@ -65,6 +66,11 @@ class MainScreen(Screen):
         Binding("c", "compare", "compare"),
         Binding("t", "app.results", "results"),
         Binding("slash", "filter", "filter", key_display="/", show=False),
+        Binding("n", "note", "note", show=False),
+        Binding("T", "tag", "tags", show=False),
+        Binding("A", "archive", "archive", show=False),
+        Binding("D", "delete", "delete", show=False),
+        Binding("e", "edit", "edit", show=False),
         Binding("escape", "escape", "back", show=False),
         *(Binding(str(i), f"tab('{name}')", f"{name} tab", show=False)
           for i, name in enumerate(TABS, start=1)),
@@ -244,7 +250,7 @@ class MainScreen(Screen):
         names += sorted(n for n in wb.runs_by_exp if n not in names)
         rows = []
         for name in names:
-            if self.filter_text and self.filter_text.lower() not in name.lower():
+            if self.filter_text and not self._matches(name, self.filter_text.lower()):
                 continue
             exp = cfg.experiments.get(name) if cfg else None
             runs = wb.runs_by_exp.get(name, [])
@@ -267,6 +273,11 @@ class MainScreen(Screen):
                 marked=name in self.marks,
             ))
         return rows
+
+    def _matches(self, name: str, text: str) -> bool:
+        """The filter keeps an experiment whose name, or a run's note or tag, holds ``text``."""
+        return text in name.lower() or any(runmeta.read_meta(r.path).matches(text)
+                                           for r in self.wb.runs_by_exp.get(name, []))
 
     def refresh_table(self) -> None:
         table = self.table
@@ -300,6 +311,7 @@ class MainScreen(Screen):
             history=wb.runs_by_exp.get(run.experiment, []) if run else [], pinned=self.pinned,
             position=wb.queue_positions.get(run.path) if run else None,
             log_tail=wb.log_tail(run.path) if run else [], wide=self.size.width >= 110,
+            meta=runmeta.read_meta(run.path) if run else None,
         )
 
     def refresh_charts(self) -> None:
@@ -456,6 +468,82 @@ class MainScreen(Screen):
         if not names and self.current:
             names = [self.current]
         self.wb.open_compare(names, self.current)
+
+    def _run_or_notice(self) -> Run | None:
+        run = self.focused_run()
+        if run is None:
+            self.wb.notice(f"{self.current or 'nothing'} has no run", "warning")
+        return run
+
+    def action_note(self) -> None:
+        """Write the shown run's note (kept in its folder; an empty note clears it)."""
+        from workbench.screens.prompt import PromptScreen
+
+        run = self._run_or_notice()
+        if run is None:
+            return
+
+        def answered(text: str | None) -> None:
+            if text is not None:
+                runmeta.set_note(run.path, text)
+                self.refresh_status(run)
+                self.wb.notice(f"{run.ref}: note saved" if text.strip() else f"{run.ref}: note cleared")
+
+        self.app.push_screen(PromptScreen(f"Note on {run.ref}", runmeta.read_meta(run.path).note,
+                                          "enter saves (empty clears), esc cancels"), answered)
+
+    def action_tag(self) -> None:
+        """Set the shown run's tags: words separated by spaces."""
+        from workbench.screens.prompt import PromptScreen
+
+        run = self._run_or_notice()
+        if run is None:
+            return
+        old = runmeta.read_meta(run.path).tags
+
+        def answered(text: str | None) -> None:
+            if text is not None:
+                new = text.split()
+                runmeta.set_tags(run.path, new, [t for t in old if t not in new])
+                self.refresh_status(run)
+                self.wb.notice(f"{run.ref}: tags {' '.join(new) or '(none)'}")
+
+        self.app.push_screen(PromptScreen(f"Tags of {run.ref}", " ".join(old),
+                                          "words separated by spaces; / filters by them"), answered)
+
+    def _manage(self, verb: str, detail: str, do: Any) -> None:
+        from workbench.screens.confirm import ConfirmScreen
+
+        run = self._run_or_notice()
+        if run is None:
+            return
+        if run.state in runmeta.BUSY:
+            self.wb.notice(f"{run.ref} is {run.state}: stop it first (s)", "warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                do(run)
+            except (OSError, RunError) as exc:
+                self.wb.notice(f"{verb} {run.ref}: {exc}", "error")
+                return
+            self.pinned = None
+            self.wb.notice(f"{verb}d {run.ref}")
+            self.wb.kick()
+
+        word = verb.capitalize()
+        self.app.push_screen(ConfirmScreen(f"{word} {run.ref}?", detail, action=word), answered)
+
+    def action_archive(self) -> None:
+        """Archive the shown run: hidden from the table and results, kept under runs/EXP/.archive/."""
+        self._manage("archive", "It moves to runs/<experiment>/.archive/ (hidden, not lost; "
+                     "move it back to restore it).", runmeta.archive)
+
+    def action_delete(self) -> None:
+        """Delete the shown run's folder for good."""
+        self._manage("delete", "Its folder, checkpoints and events are removed for good.", runmeta.delete)
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

@@ -20,6 +20,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Log, Static, TabbedContent, TabPane
 
 from workbench.metrics import BUILTIN, PERPLEXITY, Metric, undeclared
+from workbench.runmeta import RunMeta
 from workbench.runs import Run
 from workbench.runview import LOSS, RunView
 from workbench.widgets.charts import PALETTE, Curve, Legend, MetricChart
@@ -137,7 +138,7 @@ class RunPanel(Vertical):
 
     def show_status(self, run: Run | None, view: RunView | None, *, now: float, experiment: str | None,
                     history: list[Run], pinned: Path | None, position: int | None,
-                    log_tail: list[str], wide: bool) -> None:
+                    log_tail: list[str], wide: bool, meta: RunMeta | None = None) -> None:
         """Title, banner, progress and run history: what the run's view says."""
         if run is None:
             if experiment is None:
@@ -159,7 +160,12 @@ class RunPanel(Vertical):
                 word = IN_TITLE.get(result.name, result.metric.title)
                 title.append(f" · best {word} {result.metric.fmt(result.best)}")
         self.query_one("#run-title", Static).update(title)
-        self.set_banner(banner_text(run, view, log_tail))
+        banner = banner_text(run, view, log_tail)
+        if meta is not None and (meta.note or meta.tags):
+            line = Text.assemble(("✎ ", "cyan"), (meta.note, "italic"))
+            line.append((" " if meta.note else "") + " ".join(f"#{t}" for t in meta.tags), style="cyan")
+            banner = line if banner is None else Text.assemble(line, "\n", banner)
+        self.set_banner(banner)
         self.query_one(RunProgress).set_progress(progress_of(run, view, now))
         self.query_one(RunHistory).set_runs(history, now, pinned)
 
