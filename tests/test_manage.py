@@ -69,3 +69,8 @@ def test_note_and_tags_live_in_the_run_folder(tmp_path: Path) -> None:
     assert "note" not in runs.read_status(base / "runs" / "tiny" / "1")  # status.json untouched
     bad = workbench(base, "tag", "tiny#1", "two words")
     assert bad.returncode == 2 and "one word" in bad.stderr
+    results = workbench(base, "results").stdout.splitlines()
+    assert results[0].rstrip().endswith("notes") and results[1].rstrip().endswith("#keep lr too high")
+    report = workbench(base, "report", "tiny#1", "-o", str(tmp_path / "out"))
+    assert report.returncode == 0, report.stderr
+    assert "#keep lr too high |" in (tmp_path / "out" / "report.md").read_text()

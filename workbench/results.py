@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench import runs
+from workbench import runmeta, runs
 from workbench.metrics import Metric
 from workbench.present import default_models, fmt_duration, fmt_metric, fmt_rate, model_label
 from workbench.runview import RunView, view
@@ -53,6 +53,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("time", "train time"),
     Column("tok_s", "tok/s", "high"),
     Column("state", "state", numeric=False),
+    Column("notes", "notes", numeric=False),  # the run's tags and note (workbench.runmeta)
 )
 BY_KEY = {c.key: c for c in COLUMNS}
 DEFAULT_COLUMNS = ("run", "model", "r", "steps", "ppl", "final_ppl", "bpb", "time", "tok_s", "state")
@@ -96,12 +97,18 @@ def short_model(model: str | None) -> str:
     return model_label(model)
 
 
+def meta_text(meta: runmeta.RunMeta) -> str | None:
+    """``#keep #lr-sweep lr too high``: a run's tags, then its note (``None`` without either)."""
+    text = " ".join([*(f"#{t}" for t in meta.tags), *([meta.note] if meta.note else [])])
+    return text or None
+
+
 def row_of(v: RunView) -> Row:
     """The results row of one run view."""
     values: dict[str, Any] = {
         "run": v.ref, "model": v.model, "backend": v.backend, "r": v.lora_r, "steps": v.steps,
         "max_steps": v.max_steps, "time": v.timings.train_seconds, "tok_s": v.timings.tokens_per_s,
-        "state": v.state,
+        "state": v.state, "notes": meta_text(runmeta.read_meta(v.path)),
     }
     for key, final in BUILTIN_KEYS.values():
         values[key] = values[final] = None
@@ -148,12 +155,13 @@ def columns_for(rows: Iterable[Row]) -> dict[str, Column]:
     return {**BY_KEY, **{c.key: c for c in metric_columns(rows)}}
 
 
-def default_columns(rows: Iterable[Row]) -> list[str]:
+def default_columns(rows: list[Row]) -> list[str]:
     """The columns shown by default: the fixed ones with each further metric before the time."""
     extra = [c.key for c in metric_columns(rows)]
     keys = list(DEFAULT_COLUMNS)
     at = keys.index("time")
-    return keys[:at] + extra + keys[at:]
+    notes = ["notes"] if any(row["notes"] for row in rows) else []  # rows: a list, read twice
+    return keys[:at] + extra + keys[at:] + notes
 
 
 # --- best marks and sorting -----------------------------------------------------------

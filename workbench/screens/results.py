@@ -38,7 +38,8 @@ def screen_columns(rows: list[results.Row]) -> list[str]:
     """The fixed columns, with one per further metric of the rows before the training time."""
     extra = [c.key for c in results.metric_columns(rows)]
     at = COLUMNS.index("time")
-    return [*COLUMNS[:at], *extra, *COLUMNS[at:]]
+    notes = ["notes"] if any(row["notes"] for row in rows) else []  # a run's tags and note
+    return [*COLUMNS[:at], *extra, *COLUMNS[at:], *notes]
 
 
 def header(column: results.Column) -> str:
