@@ -129,3 +129,26 @@ async def test_note_tags_filter_and_archive_from_the_tui(workspace) -> None:
         await pilot.press("D", "n")
         await pilot.pause()
         assert (second.parent / "1").is_dir()
+
+
+async def test_e_opens_the_editor_at_the_experiments_line(workspace, monkeypatch, tmp_path) -> None:
+    import contextlib
+    import sys
+
+    seen = tmp_path / "editor-args"
+    editor = tmp_path / "editor.py"
+    editor.write_text(f"import sys\nopen({str(seen)!r}, 'w').write(' '.join(sys.argv[1:]))\n")
+    monkeypatch.setenv("VISUAL", f"{sys.executable} {editor}")
+    app = workspace.app(clock=lambda: NOW)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        # a headless test terminal cannot be suspended: it says so, with the file and line
+        await pilot.press("e")
+        await until(pilot, lambda: any("cannot hand over" in str(n.message) for n in app._notifications),
+                    what="notice")
+        monkeypatch.setattr(app, "suspend", contextlib.nullcontext)  # a real terminal hands over here
+        lines = workspace.toml.read_text().splitlines()
+        await pilot.press("down", "e")  # beta
+        assert seen.read_text() == f"+{lines.index('[experiments.beta]') + 1} {workspace.toml}"
+        await pilot.press("down", "e")  # a matrix entry: its matrix's table
+        assert seen.read_text() == f"+{lines.index('[experiments.sweep]') + 1} {workspace.toml}"

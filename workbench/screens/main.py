@@ -10,6 +10,9 @@ everything.
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +51,13 @@ def best_cell(history: list[Run], found: BestResult | None, spec: str) -> Text:
     if found.run.path != history[-1].path:
         text.append(f" #{found.run.run_id}", style="dim")
     return text
+
+
+def editor_command(path: Path, line: int | None) -> list[str]:
+    """``$VISUAL`` (else ``$EDITOR``, else ``vi``) on ``path``, at ``line`` (``+LINE``, which vi, vim,
+    nano, emacs and micro understand)."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    return [*shlex.split(editor), *([f"+{line}"] if line else []), str(path)]
 
 
 class MainScreen(Screen):
@@ -544,6 +554,33 @@ class MainScreen(Screen):
     def action_delete(self) -> None:
         """Delete the shown run's folder for good."""
         self._manage("delete", "Its folder, checkpoints and events are removed for good.", runmeta.delete)
+
+    def action_edit(self) -> None:
+        """Open the experiments file in $VISUAL / $EDITOR at the selected experiment's line."""
+        from textual.app import SuspendNotSupported
+
+        from workbench.tomlpos import locate
+
+        path = self.wb.config_path
+        cfg = self.wb.config
+        name = self.current
+        base = cfg.parents.get(name) if (cfg is not None and name) else None
+        entry = base if base and cfg is not None and base not in cfg.experiments else name  # a matrix entry
+        try:
+            line = locate(path.read_text(), f"experiments.{entry}") if entry else None
+        except OSError:
+            line = None
+        command = editor_command(path, line)
+        try:
+            with self.app.suspend():
+                subprocess.run(command, check=False)
+        except SuspendNotSupported:
+            self.wb.notice(f"this terminal cannot hand over to an editor: open {path}"
+                           + (f":{line}" if line else "") + " yourself", "warning")
+        except OSError as exc:
+            self.wb.notice(f"cannot start the editor {command[0]!r}: {exc.strerror or exc} "
+                           "(set $EDITOR)", "error")
+        self.wb.kick()  # the table follows the saved file
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
