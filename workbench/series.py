@@ -12,10 +12,41 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Point = tuple[float, float]
 CUT_TYPES = ("train", "eval", "sample")
+
+
+@dataclass(frozen=True)
+class ChartView:
+    """How the charts draw: smoothing weight (0: none), log scale, the last N steps only (0: all)."""
+
+    smoothing: float = 0.0
+    log: bool = False
+    last: int = 0
+
+
+def ema(points: Sequence[Point], weight: float) -> list[Point]:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start.
+
+    ``weight`` 0 returns the points as they are; 0.9 keeps 90% of the past at
+    each point. Debiasing (dividing by ``1 - weight**n``) keeps the first
+    points where they are instead of pulled towards zero.
+    """
+    if weight <= 0 or not points:
+        return list(points)
+    out: list[Point] = []
+    last, n = 0.0, 0
+    for x, y in points:
+        if y != y or y in (float("inf"), float("-inf")):  # NaN or inf: keep the point, not the average
+            out.append((x, y))
+            continue
+        n += 1
+        last = last * weight + (1 - weight) * y
+        out.append((x, last / (1 - weight ** n)))
+    return out
 
 
 def downsample(points: Sequence[Point], buckets: int) -> list[Point]:

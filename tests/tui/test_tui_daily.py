@@ -152,3 +152,37 @@ async def test_e_opens_the_editor_at_the_experiments_line(workspace, monkeypatch
         assert seen.read_text() == f"+{lines.index('[experiments.beta]') + 1} {workspace.toml}"
         await pilot.press("down", "e")  # a matrix entry: its matrix's table
         assert seen.read_text() == f"+{lines.index('[experiments.sweep]') + 1} {workspace.toml}"
+
+
+async def test_chart_keys_smooth_log_and_last_steps_and_few_points_get_markers(workspace) -> None:
+    from workbench.widgets.charts import MetricChart
+
+    workspace.make_run("alpha", "finished", steps=400, total=400, evals=100)  # 4 evals: markers
+    app = workspace.app(clock=lambda: NOW)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        loss = app.main.query_one("#loss-chart", MetricChart)
+        ppl = app.main.query_one("#ppl-chart", MetricChart)
+        await until(pilot, lambda: loss.curves and loss.curves[0].points, what="loss curve")
+        assert "●" in screen_text(app)  # the perplexity chart's four points, each marked
+        await pilot.press("w")
+        await until(pilot, lambda: "(ema 0.6: " in str(loss.plt._active.monitor.title), what="ema title")
+        assert ppl.drawing.smoothing == 0.6 and not ppl.smooths  # only the loss chart is smoothed
+        await pilot.press("w", "w", "w")
+        assert loss.drawing.smoothing == 0.0
+        await pilot.press("l")
+        assert loss.drawing.log and ppl.drawing.log
+        await pilot.press("z")
+        assert loss.drawing.last == 100
+        await pilot.pause()
+        assert loss.plt._active.monitor.xlim[0] == [300.0, 400.0]  # steps 300-400 only
+
+
+def test_ema_is_debiased_and_weight_zero_is_the_raw_series() -> None:
+    from workbench.series import ema
+
+    points = [(1.0, 2.0), (2.0, 2.0), (3.0, 5.0)]
+    assert ema(points, 0.0) == points
+    smoothed = ema(points, 0.5)
+    assert smoothed[:2] == [(1.0, 2.0), (2.0, 2.0)]  # not pulled towards zero at the start
+    assert 2.0 < smoothed[2][1] < 5.0 and smoothed[2][0] == 3.0

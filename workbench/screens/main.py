@@ -10,6 +10,7 @@ everything.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -29,6 +30,7 @@ from workbench import config as config_mod
 from workbench import runmeta
 from workbench.runs import Run, RunError, read_config
 from workbench.runview import BestResult, experiment_results
+from workbench.series import ChartView
 from workbench.terminal import printable
 from workbench.widgets.details import config_text, diff_text
 from workbench.widgets.experiments import ExperimentRow, ExperimentsTable
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from workbench.widgets.run_panel import RunPanel
 
 TABS = ("config", "diff", "runs", "samples", "log")  # keys 1-5
+SMOOTHING = (0.0, 0.6, 0.9, 0.99)  # w cycles the loss chart's EMA weight
+LAST_STEPS = (0, 100, 1000)  # z cycles the charts' range: all steps, the last 100, the last 1000
 
 
 def best_cell(history: list[Run], found: BestResult | None, spec: str) -> Text:
@@ -81,6 +85,9 @@ class MainScreen(Screen):
         Binding("A", "archive", "archive", show=False),
         Binding("D", "delete", "delete", show=False),
         Binding("e", "edit", "edit", show=False),
+        Binding("w", "smoothing", "smoothing", show=False),
+        Binding("l", "log_scale", "log scale", show=False),
+        Binding("z", "last_steps", "last N steps", show=False),
         Binding("escape", "escape", "back", show=False),
         *(Binding(str(i), f"tab('{name}')", f"{name} tab", show=False)
           for i, name in enumerate(TABS, start=1)),
@@ -93,6 +100,7 @@ class MainScreen(Screen):
         self.marks: set[str] = set()
         self.overlay = False
         self.filter_text = ""
+        self.drawing = ChartView()  # smoothing, log scale, last N steps (keys w, l, z)
         self._shown_run: Path | None = None
         self._panel: RunPanel | None = None  # mounted just after the first frame
 
@@ -471,6 +479,31 @@ class MainScreen(Screen):
         self.refresh_charts()
         self.wb.notice(f"chart: {panel.metric_title}"
                        + ("" if len(names) > 1 else " (the run's only metric)"))
+
+    def _draw(self, **change: Any) -> ChartView:
+        self.drawing = dataclasses.replace(self.drawing, **change)
+        self.panel.set_drawing(self.drawing)
+        return self.drawing
+
+    def action_smoothing(self) -> None:
+        """Cycle the loss chart's EMA smoothing weight: off, 0.6, 0.9, 0.99."""
+        weights = SMOOTHING
+        now = self._draw(smoothing=weights[(weights.index(self.drawing.smoothing) + 1) % len(weights)]
+                         if self.drawing.smoothing in weights else weights[1])
+        self.wb.notice(f"loss smoothing: EMA weight {now.smoothing:g}" if now.smoothing else "smoothing off")
+
+    def action_log_scale(self) -> None:
+        """Toggle a log y scale on both charts (positive values only)."""
+        now = self._draw(log=not self.drawing.log)
+        self.wb.notice("log scale on" if now.log else "log scale off (perplexity still goes log when it "
+                       "spans a wide range)")
+
+    def action_last_steps(self) -> None:
+        """Cycle the charts' x range: every step, the last 100, the last 1000."""
+        steps = LAST_STEPS
+        now = self._draw(last=steps[(steps.index(self.drawing.last) + 1) % len(steps)]
+                         if self.drawing.last in steps else steps[1])
+        self.wb.notice(f"charts: the last {now.last} steps" if now.last else "charts: every step")
 
     def action_compare(self) -> None:
         """Compare the marked experiments' latest runs (else the selected one's, with its base)."""

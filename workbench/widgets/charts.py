@@ -18,7 +18,7 @@ from textual import events
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from workbench.series import Point, downsample
+from workbench.series import ChartView, Point, downsample, ema
 from workbench.widgets.format import compact, log_ticks, nice_ticks
 
 # Plotext and Rich share these colour names, so chart and legend agree.
@@ -33,6 +33,9 @@ class Curve:
     label: str
     color: str
     points: list[Point] = field(default_factory=list)
+
+
+MARKERS_BELOW = 30  # a curve with fewer points than this gets a marker on each (an eval every 50 steps)
 
 
 class MetricChart(PlotextPlot):
@@ -50,6 +53,8 @@ class MetricChart(PlotextPlot):
         self.curves: list[Curve] = []
         self.x_max: float | None = None
         self.drawn_points = 0
+        self.drawing = ChartView()
+        self.smooths = False  # this chart applies the view's smoothing (the loss chart)
 
     def set_title(self, title: str, short_title: str = "", log_scale_ok: bool = False) -> None:
         """Name the chart (a long and a short title, by width); drawn at the next :meth:`set_curves`."""
@@ -71,11 +76,22 @@ class MetricChart(PlotextPlot):
         width = max(self.size.width, 20)
         # the y labels and frame take about 8 columns; braille packs 2 points a column
         buckets = max(width - 8, 4)
-        with_data = [c for c in self.curves if c.points]
+        view = self.drawing
+        with_data = []
+        for c in self.curves:
+            pts = c.points
+            if view.last and pts:
+                pts = [p for p in pts if p[0] > pts[-1][0] - view.last]
+            if pts:
+                with_data.append(Curve(c.label, c.color, list(pts)))
+        smoothing = view.smoothing if self.smooths else 0.0
         latest = ""
         if with_data:
             last = with_data[0].points[-1][1]
             latest = f" · {compact(last) if last >= 100 else f'{last:.3g}'}"
+            if smoothing:
+                mean = ema(with_data[0].points, smoothing)[-1][1]
+                latest += f" (ema {smoothing:g}: {compact(mean) if mean >= 100 else f'{mean:.3g}'})"
         title = self.title if width >= len(self.title) + 16 else self.short_title
         plt.title(f"{title}{latest}" if with_data else f"{title} · no data yet")
         self.drawn_points = 0
@@ -86,17 +102,22 @@ class MetricChart(PlotextPlot):
                 continue
             self.drawn_points += len(pts)
             xs, vals = zip(*pts, strict=True)
-            if len(pts) == 1:
-                plt.scatter(list(xs), list(vals), color=curve.color, marker="braille")
-            else:
+            if smoothing:  # raw dim beneath, smoothed bright on top (TensorBoard's look)
+                plt.plot(list(xs), list(vals), color="gray", marker="braille")
+                vals = tuple(y for _, y in ema(pts, smoothing))
+            if len(pts) > 1:
                 plt.plot(list(xs), list(vals), color=curve.color, marker="braille")
-        x_hi = self.x_max or max((c.points[-1][0] for c in with_data), default=1) or 1
-        plt.xlim(0, x_hi)
-        xt = [t for t in nice_ticks(0, x_hi, 4 if width < 50 else 6) if t <= x_hi]
+            if len(pts) < MARKERS_BELOW:  # few points: each one marked, not an invisible dot
+                plt.scatter(list(xs), list(vals), color=curve.color, marker="●")
+        x_hi = (max((c.points[-1][0] for c in with_data), default=1) if view.last else self.x_max) \
+            or max((c.points[-1][0] for c in with_data), default=1) or 1
+        x_lo = max(0.0, x_hi - view.last) if view.last else 0.0
+        plt.xlim(x_lo, x_hi)
+        xt = [t for t in nice_ticks(x_lo, x_hi, 4 if width < 50 else 6) if x_lo <= t <= x_hi]
         plt.xticks(xt, [compact(t) for t in xt])
         if ys:
             lo, hi = min(ys), max(ys)
-            if self.log_scale_ok and lo > 0 and hi / lo > LOG_SPREAD:
+            if lo > 0 and (view.log or (self.log_scale_ok and hi / lo > LOG_SPREAD)):
                 plt.yscale("log")
                 yt = log_ticks(lo, hi)
             else:

@@ -23,6 +23,7 @@ from workbench.metrics import BUILTIN, PERPLEXITY, Metric, undeclared
 from workbench.runmeta import RunMeta
 from workbench.runs import Run
 from workbench.runview import LOSS, RunView
+from workbench.series import ChartView
 from workbench.widgets.charts import PALETTE, Curve, Legend, MetricChart
 from workbench.widgets.details import DetailText, RunHistory, samples_text
 from workbench.widgets.format import state_badge, stopping, typed
@@ -198,6 +199,13 @@ class RunPanel(Vertical):
         samples = view.samples()[1] if view is not None else []
         self.query_one("#samples-text", DetailText).update(
             samples_text(samples, focused.ref if focused else None))
+
+    def set_drawing(self, drawing: ChartView) -> None:
+        """Smoothing (the loss chart), log scale and last-N-steps for both charts; redrawn at once."""
+        for chart in self.query(MetricChart):
+            chart.drawing = drawing
+            chart.smooths = chart.id == "loss-chart"
+            chart.replot()
 
     @property
     def metric_title(self) -> str:
