@@ -109,12 +109,18 @@ async def test_choosing_panes_add_remove_and_cycle_checkpoints(trained, tmp_path
         await pilot.press("k")
         assert labels(screen)[0] == "a#1 · step 4 (final)"
 
-        await pilot.press("x")  # the focused pane (a) goes
+        await pilot.press("x")  # two panes: removing one is refused, with a notice
         await pilot.pause()
-        assert labels(screen) == ["b#1 · step 4 (final)"]
-
+        assert len(screen.panes()) == 2
+        assert any("at least 2 panes" in str(n.message) for n in app._notifications)
         await pilot.press("a")
         await pick(pilot, "base of tiny")
+        assert len(screen.panes()) == 3
+        screen.panes()[0].focus()
+        await pilot.press("x")  # three panes: the focused one (a) goes
+        await pilot.pause()
+        assert labels(screen)[0] == "b#1 · step 4 (final)" and len(screen.panes()) == 2
+
         await pilot.press("a")
         await pick(pilot, "a#1")
         assert len(screen.panes()) == 3
@@ -179,9 +185,9 @@ async def test_generate_streams_and_reruns_alike_then_saves_and_reopens(trained,
         assert [p.texts for p in comparison.panes] == texts(screen)
         shown = texts(screen)
 
-        await pilot.press("x", "x")
+        await pilot.press("x", "x")  # two panes: each removal refused
         await pilot.pause()
-        assert screen.panes() == []
+        assert len(screen.panes()) == 2
         await pilot.press("l")
         await pick(pilot, comparison.title[:16])
         await until(pilot, lambda: len(screen.panes()) == 2, what="the reopened panes")

@@ -186,3 +186,26 @@ def test_ema_is_debiased_and_weight_zero_is_the_raw_series() -> None:
     smoothed = ema(points, 0.5)
     assert smoothed[:2] == [(1.0, 2.0), (2.0, 2.0)]  # not pulled towards zero at the start
     assert 2.0 < smoothed[2][1] < 5.0 and smoothed[2][0] == 3.0
+
+
+async def test_narrow_results_name_the_columns_off_screen_and_scroll_to_them(workspace) -> None:
+    from workbench.screens.results import ResultsScreen
+
+    workspace.make_run("sweep-learning_rate0.003", "finished", steps=40)  # a long name: a wide table
+    app = workspace.app(clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("t")
+        screen = await until(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen, what="results")
+        await pilot.pause()
+        assert "tok/s" in screen.hidden_columns()
+        title = str(screen.query_one("#results-title").render())
+        assert "off-screen:" in title and "tok/s" in title and "←/→ scroll" in title
+        await pilot.press(*["right"] * 60)
+        await pilot.pause()
+        assert "tok/s" not in screen.hidden_columns() and "run" in screen.hidden_columns()
+    async with workspace.app(clock=lambda: NOW).run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        await pilot.press("t")
+        await pilot.pause(0.3)
+        assert pilot.app.screen.hidden_columns() == []

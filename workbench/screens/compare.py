@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from workbench.app import WorkbenchApp
 
 MAX_PANES = 4
+MIN_PANES = 2  # x refuses to go below: a comparison of one is not one
 MAX_SAMPLES = 4
 SETTINGS = ("temperature", "top_p", "max_new_tokens", "seed")
 SETTING_LABELS = {"temperature": "temp", "top_p": "top-p", "max_new_tokens": "max", "seed": "seed"}
@@ -352,6 +353,10 @@ class CompareScreen(Screen):
         panes = self.panes()
         view = self.focused_pane() or (panes[-1] if panes else None)
         if view is None:
+            return
+        if len(panes) <= MIN_PANES:
+            self.wb.notice(f"a comparison keeps at least {MIN_PANES} panes: add one (a) before "
+                           "removing this one", "warning")
             return
         index = panes.index(view)
         view.remove()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -79,6 +79,7 @@ class ResultsScreen(Screen):
         table = self.query_one(DataTable)
         self.reload()
         table.focus()
+        self.watch(table, "scroll_x", self._scrolled, init=False)  # the off-screen columns change
         self.wb.runs_signal.subscribe(self, self.on_runs_signal)  # new numbers, never stale
         self.wb.plugins_signal.subscribe(self, self.on_plugins_signal)  # default models' labels
 
@@ -133,7 +134,32 @@ class ResultsScreen(Screen):
         title.append(f" · sort: {column.label} {arrow}", style="dim")
         if not self.rows:
             title.append(" · no runs yet: r on the main screen starts one", style="dim")
+        hidden = self.hidden_columns()
+        if hidden:
+            title.append(f" · off-screen: {', '.join(hidden)} (←/→ scroll)", style="yellow")
         self.query_one("#results-title", Static).update(title)
+
+    def hidden_columns(self) -> list[str]:
+        """Labels of the columns outside the table's visible width (the table scrolls sideways to them)."""
+        table = self.query_one(DataTable)
+        width = table.scrollable_content_region.width
+        if not width:
+            return []
+        known = results.columns_for(self.rows)
+        left, right, hidden = table.scroll_x, table.scroll_x + width, []
+        x = 0
+        for column in table.ordered_columns:
+            w = column.get_render_width(table)
+            if x + w > right or x < left:
+                hidden.append(known[key].label if (key := str(column.key.value)) in known else key)
+            x += w
+        return hidden
+
+    def on_resize(self, _: events.Resize) -> None:
+        self.call_after_refresh(self.refresh_title)
+
+    def _scrolled(self, _: float) -> None:
+        self.refresh_title()
 
     def sorted_runs(self) -> list[str]:
         """The run references in the order shown (for tests and the report)."""
