@@ -12,7 +12,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Stop run", "stop the shown run, after asking (s)", "stop"),
     ("Resume run", "continue the shown stopped or failed run from its checkpoint (u)", "resume"),
     ("Mark experiment", "mark or unmark the selected experiment, then move down (space)", "mark"),
-    ("Toggle overlay", "draw the marked experiments' latest runs together (o, once some are marked)",
+    ("Toggle overlay", "draw the marked experiments' latest runs together (o)",
      "overlay"),
     ("Chart another metric", "the right chart shows the run's next declared metric (m)", "metric"),
     ("Filter experiments", "type to filter the experiments table (/)", "filter"),

@@ -75,7 +75,7 @@ class MainScreen(Screen):
         Binding("s", "stop", "stop"),
         Binding("u", "resume", "resume"),
         Binding("space", "mark", "mark", key_display="␣"),  # short: the footer fits 80 columns
-        Binding("o", "overlay", "overlay"),
+        Binding("o", "overlay", "overlay", show=False),  # marking says so: the footer fits 80 columns
         Binding("m", "metric", "metric", show=False),
         Binding("c", "compare", "compare"),
         Binding("t", "app.results", "results"),
@@ -109,12 +109,6 @@ class MainScreen(Screen):
         return self.app  # type: ignore[return-value]
 
     # --- layout ---------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """``o`` joins the footer once something is marked (it overlays the marked runs)."""
-        if action == "overlay" and not self.marks and not self.overlay:
-            return False
-        return True
 
     def on_resize(self, event: events.Resize) -> None:
         # Narrow: the footer drops the command palette's entry (ctrl+p still opens it; ? lists it),
@@ -449,8 +443,11 @@ class MainScreen(Screen):
         if name is None:
             return
         self.marks.symmetric_difference_update({name})
-        self.refresh_bindings()
         self.refresh_table()
+        if self.marks:
+            count = len(self.marks)
+            self.wb.notice(f"{count} marked: r runs, o overlays, c compares {'them' if count > 1 else 'it'}",
+                           timeout=3)
         if self.table.cursor_row < self.table.row_count - 1:
             self.table.move_cursor(row=self.table.cursor_row + 1, animate=False)
         if self.overlay:
@@ -463,7 +460,6 @@ class MainScreen(Screen):
                            "warning")
             return
         self.overlay = not self.overlay
-        self.refresh_bindings()
         self.refresh_run()
         self.wb.notice("overlay on: marked runs drawn together" if self.overlay else "overlay off")
 
