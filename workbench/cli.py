@@ -441,9 +441,9 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     if with_extras:
-        from workbench import compare, manage, report, results  # results, report, compare: their own modules
+        from workbench import compare, manage, report, results, serve  # commands in their own modules
 
-        for module in (results, report, compare, manage):
+        for module in (results, report, compare, manage, serve):
             module.add_parser(sub, common)
     return parser
 
