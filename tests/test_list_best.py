@@ -34,3 +34,26 @@ def test_list_keeps_an_older_runs_result_when_the_latest_was_stopped(tmp_path: P
     assert "best held-out ppl" in header and "best bits/byte" in header
     assert "tiny#3" in row and "stopped" in row
     assert "263.640 (#2)" in row and "1.9000 (#2)" in row  # not the failed run's worse 301.5
+
+
+def test_report_notes_a_run_with_no_samples_yet(tmp_path: Path) -> None:
+    toml = TOML.replace("[defaults]\n", '[defaults]\nprompts = [">be me"]\n')
+    (tmp_path / "experiments.toml").write_text(toml)
+    root = tmp_path / "runs"
+    for run_id, sampled in (("1", True), ("2", False)):
+        path = root / "tiny" / run_id
+        path.mkdir(parents=True)
+        (path / runs.CONFIG).write_text(
+            '{"experiment": {"name": "tiny", "backend": "tiny", "prompts": [">be me"]}}')
+        runs.write_status(path, state="finished" if sampled else "stopped", step=4, max_steps=10)
+        if sampled:
+            runs.append_event(path, "sample", step=4, prompt=">be me", checkpoint="final", text="hello",
+                              index=0, seed=1234)
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "report", "tiny#1", "tiny#2",
+                           "--no-generate", "-o", str(tmp_path / "out")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "out" / "report.md").read_text()
+    samples = text[text.index("## Samples"):]
+    assert "**tiny#1 · step 4**" in samples and "hello" in samples
+    assert "**tiny#2**\n\n*no samples yet" in samples

@@ -292,6 +292,9 @@ def samples_section(rows: list[Row], panes: list[Samples], prompts: list[str], g
             texts = pane.texts.get(prompt)
             error = pane.errors.get(prompt)
             if texts is None and error is None:
+                if not pane.source:  # a run with no samples yet and no adapter to generate from
+                    lines += ["", f"**{md_escape(pane.label)}**", "",
+                              "*no samples yet: the run has not reached a checkpoint with samples*"]
                 continue
             lines += ["", f"**{md_escape(pane.label)}**", ""]
             if error is not None:
