@@ -610,6 +610,8 @@ class MainScreen(Screen):
             self.wb.notice(f"cannot start the editor {command[0]!r}: {exc.strerror or exc} "
                            "(set $EDITOR)", "error")
         self.wb.kick()  # the table follows the saved file
+        if self._panel is not None:
+            self.refresh_run(details=True)  # whatever arrived while the editor had the terminal
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
