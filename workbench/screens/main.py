@@ -130,7 +130,6 @@ class MainScreen(Screen):
     def on_mount(self) -> None:
         left = self.query_one("#left")
         left.border_title = "Experiments"
-        left.border_subtitle = "ppl, bits/B: best of all runs"
         self.query_one(ExperimentsTable).focus()
         # The experiments are in the very first frame; the run panel's tabs compose their
         # panes a moment after this screen mounts, so the panel is drawn once they exist.
@@ -294,6 +293,8 @@ class MainScreen(Screen):
     def refresh_table(self) -> None:
         table = self.table
         table.set_rows(self.experiment_rows())
+        self.query_one("#left").border_subtitle = ("ppl, bits/B: best of all runs"
+                                                   if "ppl" in table.columns_shown else "")
         current = table.current
         if current != self.current:
             self.current = current
