@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from workbench.searchspec import Search
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Experiment names become folder names: keep them well inside a file name's 255 bytes.
 NAME_MAX = 120
@@ -193,6 +195,7 @@ class Experiment(Strict):
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     evaluators: list[Text] = Field(default_factory=lambda: ["perplexity", "bits_per_byte", "samples"])
     prompts: list[str] = Field(default_factory=list)
+    search: Search | None = Field(None, description="an Optuna study over this experiment")
 
     @field_validator("distributed")
     @classmethod
