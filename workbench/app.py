@@ -288,11 +288,11 @@ class WorkbenchApp(App[int]):
         started = []
         for name in names:
             try:
-                run = launch.start(cfg, name, self.root, self.plugins_dir)
+                queued = launch.start_experiment(cfg, name, self.root, self.plugins_dir)
             except (ConfigError, RunError, OSError) as exc:
                 self.post_message(Notice(f"{name}: {exc}", "error", "cannot start"))
                 continue
-            started.append(run.ref)
+            started += [run.ref for run in queued]
         if started:
             self.post_message(Notice(f"queued {', '.join(started)}: each starts when a slot is free "
                                      "(at once on an idle machine)", title="run"))
