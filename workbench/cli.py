@@ -248,8 +248,8 @@ def cmd_stop(ctx: Context) -> int:
         from workbench import search
 
         done = search.stop(ctx.root, ctx.args.run)
-        print(f"study {ctx.args.run} stopped: " + ("; ".join(done) if done else "nothing was queued or running")
-              + f" (`workbench run {ctx.args.run}` resumes it)")
+        what = "; ".join(done) if done else "nothing was queued or running"
+        print(f"study {ctx.args.run} stopped: {what} (`workbench run {ctx.args.run}` resumes it)")
         return 0
     run = runs.resolve(ctx.root, ctx.args.run)
     if run.state == "queued":

@@ -32,10 +32,9 @@ from typing import Any
 from workbench import runs
 from workbench.schema import Experiment
 from workbench.searchspec import Range, Search, apply, is_int
+from workbench.studyview import JOURNAL, TRIAL
 
-JOURNAL = "study.journal"
 LOCK = ".study.lock"
-TRIAL = "trial"  # the config.json block of a trial run
 
 
 def storage_url(root: Path, experiment: str, search: Search) -> str:

@@ -17,7 +17,7 @@ Choice = bool | int | float | str
 
 
 class Range(BaseModel):
-    """A numeric range: ``{ low = 1e-5, high = 1e-2, log = true }`` or ``{ low = 8, high = 64, step = 8 }``."""
+    """A numeric range: ``{ low = 1e-5, high = 1e-2, log = true }``, ``{ low = 8, high = 64, step = 8 }``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -78,7 +78,7 @@ class TrialReporter:
 
 def open_trial(run_dir: Path, config: dict[str, Any]) -> TrialReporter | None:
     """The run's trial, or ``None`` for an ordinary run."""
-    from workbench.search import TRIAL
+    from workbench.studyview import TRIAL
 
     block = config.get(TRIAL)
     return TrialReporter(run_dir, block) if isinstance(block, dict) else None
