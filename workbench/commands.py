@@ -22,6 +22,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Show log tab", "the tail of train.log (5)", "tab('log')"),
     ("Compare runs", "generate side by side from runs and base models (c)", "compare"),
     ("Results table", "one row per run, sortable, best values marked (t)", "app.results"),
+    ("Study view", "a search experiment's trials, best so far, a scatter per param (y)", "app.study"),
     ("Plugins", "what loaded, from where, and what failed (p)", "app.plugins"),
     ("Help", "keys and a short tour (?)", "app.help"),
     ("Quit", "leave the TUI; runs keep going (q)", "app.quit"),

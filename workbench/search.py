@@ -141,8 +141,8 @@ def start(cfg: Any, name: str, root: Path, plugins_dir: Path | None = None,
           max_parallel: int | None = None) -> list[runs.Run]:
     """Start or resume the study of experiment ``name``: queue trials until it holds ``trials``.
 
-    Stopped trials continue from their checkpoint, trials cancelled while
-    queued go back in the queue; then as many new trials as are missing are
+    Stopped trials continue from their checkpoint (or start over when they
+    had none, as a trial cancelled while queued does); then as many new trials as are missing are
     asked for and queued. One command at a time per study (a file lock), so
     two at once never overshoot ``trials``.
     """
@@ -173,13 +173,13 @@ def start(cfg: Any, name: str, root: Path, plugins_dir: Path | None = None,
             status = run.refresh().status
             if status.get("state") != "stopped":
                 continue
-            if status.get("cancelled"):  # taken out of the queue before it started: back in
+            if runs.latest_checkpoint(run.path) is not None:
+                queued.append(launch.resume(run, max_parallel=max_parallel))
+            else:  # cancelled while queued, or stopped before its first checkpoint: from the start
                 runs.write_status(run.path, state="queued", cancelled=None, ended=None, message=None)
                 queue.enqueue(run.path, gpus_needed=exp.distributed.nproc_per_node,
                               max_parallel=max_parallel)
                 queued.append(run.refresh())
-            elif runs.latest_checkpoint(run.path) is not None:
-                queued.append(launch.resume(run, max_parallel=max_parallel))
         values = exp.model_dump(mode="json")
         for _ in range(max(0, search.trials - len(study.trials))):
             trial = study.ask()

@@ -16,6 +16,7 @@ from typing import Any
 
 from workbench import runs
 from workbench.metrics import BUILTIN, Metric
+from workbench.present import state_word
 from workbench.records import number, parse_status
 
 TRIAL = "trial"  # the config.json block of a trial run
@@ -113,7 +114,7 @@ def study_view(root: Path, experiment: str) -> StudyView | None:
             value = number((raw.get("final") or {}).get(name))
         else:
             value = number((raw.get("last_eval") or {}).get(name))
-        rows.append(TrialRow(run.ref, block["number"], dict(block.get("params") or {}), status.state,
+        rows.append(TrialRow(run.ref, block["number"], dict(block.get("params") or {}), state_word(status),
                              value, status.pruned_step))
     if metric is None:
         return None

@@ -52,6 +52,7 @@ class MainScreen(Screen):
         Binding("m", "metric", "metric", show=False),
         Binding("c", "compare", "compare"),
         Binding("t", "app.results", "results"),
+        Binding("y", "app.study", "study", show=False),  # a search experiment's study (screens/study.py)
         Binding("slash", "filter", "filter", key_display="/", show=False),
         Binding("escape", "escape", "back", show=False),
         *(Binding(str(i), f"tab('{name}')", f"{name} tab", show=False)
