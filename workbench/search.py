@@ -13,9 +13,10 @@ Ask-and-tell across processes:
   at every evaluation, asks ``should_prune`` and *tells* the end: finished
   with the final value, pruned, or failed.
 - Storage: ``study.journal`` in the experiment's runs folder (Optuna's
-  journal file storage: appends under a file lock, so trials ending at once
-  lose nothing; SQLite answers concurrent writers with "database is
-  locked"), or the ``search.storage`` URL for a study shared by machines.
+  journal file storage: appends under a lock file, so trials ending at once
+  lose nothing, and the lock works on network file systems where SQLite's
+  ``fcntl`` locks don't), or the ``search.storage`` URL for a study shared
+  by machines.
 
 Optuna is imported inside functions only.
 """
@@ -27,7 +28,7 @@ import fcntl
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from workbench import runs
 from workbench.schema import Experiment
@@ -35,6 +36,7 @@ from workbench.searchspec import Range, Search, apply, is_int
 from workbench.studyview import JOURNAL, TRIAL
 
 LOCK = ".study.lock"
+Direction = Literal["minimize", "maximize"]
 
 
 def storage_url(root: Path, experiment: str, search: Search) -> str:
@@ -68,7 +70,7 @@ def pruner(search: Search, steps: int, eval_every: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def open_study(name: str, search: Search, storage: Any, direction: str, steps: int,
+def open_study(name: str, search: Search, storage: Any, direction: Direction, steps: int,
                eval_every: int) -> Any:
     """The study named after the experiment, created on first use (TPE sampler, seeded)."""
     import optuna
@@ -81,7 +83,7 @@ def open_study(name: str, search: Search, storage: Any, direction: str, steps: i
     )
 
 
-def direction_of(metric: Any) -> str:
+def direction_of(metric: Any) -> Direction:
     """Optuna's direction for a declared metric (``better`` is ``lower`` or ``higher``)."""
     return "maximize" if metric.better == "higher" else "minimize"
 
