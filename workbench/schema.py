@@ -11,15 +11,17 @@ folder's ``config.json``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -208,6 +210,14 @@ class Experiment(Strict):
                 "distributed.nproc_per_node = {n} use launcher = 'torchrun' or 'accelerate'",
                 {"n": value.nproc_per_node})
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_empty_search(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No ``search = None`` in dumps (config tab, config.json) of experiments that don't search."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("search", 0) is None:
+            del data["search"]
+        return data
 
 
 _SPLIT_RE = re.compile(r"^\s*(\w[\w.-]*)\s*(?:\[\s*(-?\d*)\s*(%?)\s*:\s*(-?\d*)\s*(%?)\s*\])?\s*$")
