@@ -334,3 +334,12 @@ def test_a_crashing_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
             assert trial.state == optuna.trial.TrialState.COMPLETE
     shown = workbench(project, "results", "crashy").stdout
     assert "failed" in shown and "finished" in shown
+
+
+def test_pruned_is_a_state_of_its_own_with_its_step():
+    from workbench.present import state_text, state_word
+    from workbench.widgets.format import state_badge
+
+    status = {"state": "pruned", "pruned_step": 40, "step": 41, "max_steps": 100}
+    assert state_text(status) == "pruned at step 40" and state_word(status) == "pruned"
+    assert str(state_badge(status)) == "✂ pruned 40"
