@@ -296,11 +296,11 @@ class WorkbenchApp(App[int]):
         started = []
         for name in names:
             try:
-                run = launch.start(cfg, name, self.root, self.plugins_dir)
+                queued = launch.start_experiment(cfg, name, self.root, self.plugins_dir)
             except (ConfigError, RunError, OSError) as exc:
                 self.post_message(Notice(f"{name}: {exc}", "error", "cannot start"))
                 continue
-            started.append(run.ref)
+            started += [run.ref for run in queued]
         if started:
             self.post_message(Notice(f"queued {', '.join(started)}: each starts when a slot is free "
                                      "(at once on an idle machine)", title="run"))
@@ -530,6 +530,18 @@ class WorkbenchApp(App[int]):
 
         if not isinstance(self.screen, ResultsScreen):
             self.push_screen(ResultsScreen())
+
+    def action_study(self) -> None:
+        """The selected search experiment's study: trials, best so far, a scatter per param."""
+        from workbench.screens.study import StudyScreen
+
+        name = self.main.current
+        experiment = self.config.experiments.get(name) if self.config is not None and name else None
+        if experiment is None or experiment.search is None:
+            self.notice("the selected experiment has no [search] table: y shows a study", "warning",
+                        title="study")
+            return
+        self.push_screen(StudyScreen(self.root, name))
 
     def action_plugins(self) -> None:
         from workbench.screens.plugins import PluginsScreen

@@ -171,14 +171,21 @@ def cmd_run(ctx: Context) -> int:
     started = []
     max_parallel = ctx.max_parallel(cfg.max_parallel)
     for name in names:
-        run = launch.start(cfg, name, ctx.root, ctx.plugins_dir, max_parallel=max_parallel)
-        started.append(run)
-        if run.status.get("job_id"):
-            print(f"submitted {run.ref} to {run.status.get('launcher')}: job {run.status['job_id']}"
-                  f"  (folder {run.path})")
-        else:
-            print(f"queued {run.ref}  (folder {run.path})")
+        queued = launch.start_experiment(cfg, name, ctx.root, ctx.plugins_dir, max_parallel=max_parallel)
+        started += queued
+        for run in queued:
+            if run.status.get("job_id"):
+                print(f"submitted {run.ref} to {run.status.get('launcher')}: job {run.status['job_id']}"
+                      f"  (folder {run.path})")
+            else:
+                print(f"queued {run.ref}  (folder {run.path})")
+        search = cfg.get(name).search
+        if search is not None:
+            print(f"study {name}: {len(queued)} trial(s) queued, {search.trials} in all "
+                  f"(see: workbench results {name})")
     plugins_note(ctx)
+    if not started:
+        return 0
     if ctx.args.follow:
         return follow(started[-1]) if len(started) == 1 else max(follow(r) for r in started)
     print("follow with: workbench status " + started[-1].ref + "   or open the TUI: workbench")
@@ -250,6 +257,14 @@ def cmd_stop(ctx: Context) -> int:
     wait = ctx.args.wait
     if wait is not None and not (math.isfinite(wait) and wait > 0):
         raise ConfigError(f"--wait must be a number of seconds above 0 (got {wait:g})")
+    cfg = ctx.try_config()
+    if cfg is not None and ctx.args.run in cfg.experiments and cfg.experiments[ctx.args.run].search:
+        from workbench import search
+
+        done = search.stop(ctx.root, ctx.args.run)
+        what = "; ".join(done) if done else "nothing was queued or running"
+        print(f"study {ctx.args.run} stopped: {what} (`workbench run {ctx.args.run}` resumes it)")
+        return 0
     run = runs.resolve(ctx.root, ctx.args.run)
     if run.state == "queued":
         queue.cancel(run)

@@ -28,6 +28,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Edit experiments file", "open $EDITOR at the selected experiment; the table reloads (e)", "edit"),
     ("Compare runs", "generate side by side from runs and base models (c)", "compare"),
     ("Results table", "one row per run, sortable, best values marked (t)", "app.results"),
+    ("Study view", "a search experiment's trials, best so far, a scatter per param (y)", "app.study"),
     ("Plugins", "what loaded, from where, and what failed (p)", "app.plugins"),
     ("Help", "keys and a short tour (?)", "app.help"),
     ("Quit", "leave the TUI; runs keep going (q)", "app.quit"),

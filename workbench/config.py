@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from workbench import searchspec
 from workbench.schema import NAME_MAX, NAME_RE, RDZV_RE, SPLIT_RE, Experiment, split_range
 
 if sys.version_info >= (3, 11):
@@ -327,6 +328,8 @@ class _Resolver:
         self, name: str, values: dict[str, Any], origin: str, tables: dict[str, Any]
     ) -> Experiment:
         values = dict(values, name=name)
+        if values.get("search") is not None:
+            values["search"] = self._search(values["search"], origin, tables)
         try:
             exp = Experiment.model_validate(values)
         except ValidationError as exc:
@@ -337,7 +340,23 @@ class _Resolver:
                 raise self.fail(f"experiments.{origin}.matrix", f"generated name {name[:40]!r}… "
                                 f"is too long for a folder name (at most {NAME_MAX} characters)") from None
             raise self.fail(where + _loc_text(err["loc"]), _message(err)) from None
+        if exp.search is not None:
+            found = searchspec.problem(exp.search, exp.model_dump())
+            if found:
+                where = self._origin(origin, ["search"], tables)
+                raise self.fail(f"{where}.search.{found[0]}", found[1])
         return self._absolute_paths(exp, origin)
+
+    def _search(self, raw: Any, origin: str, tables: dict[str, Any]) -> searchspec.Search:
+        """The experiment's ``search`` table, validated on its own (one line per mistake)."""
+        where = self._origin(origin, ["search"], tables)
+        if tables.get(origin, {}).get("matrix") is not None:
+            raise self.fail(f"experiments.{origin}", "search and matrix can't be combined: "
+                            "a study samples its own values (drop one of them)")
+        try:
+            return searchspec.parse(raw)
+        except searchspec.SearchError as exc:
+            raise self.fail(f"{where}.search.{exc.key}", exc.message) from None
 
     def _origin(self, name: str, loc: list[str], tables: dict[str, Any]) -> str:
         """The table a failing value came from: the experiment, an ancestor, or defaults."""
@@ -512,4 +531,12 @@ def check_plugins(config: Config, backends: Any, evaluators: Any, launchers: Any
                 raise ConfigError(
                     f"{config.path}: experiments.{name}.evaluators[{i}]: unknown evaluator {ev!r}"
                     f"{suggest(ev, evaluators)} (known: {', '.join(sorted(evaluators))})"
+                )
+        if exp.search is not None:
+            declared = searchspec.declared_metrics([evaluators[ev] for ev in exp.evaluators])
+            if exp.search.metric not in declared:
+                raise ConfigError(
+                    f"{config.path}: experiments.{name}.search.metric: {exp.search.metric!r} is not "
+                    f"an eval metric of this experiment's evaluators{suggest(exp.search.metric, declared)}"
+                    f" (declared: {', '.join(declared) or 'none'})"
                 )

@@ -13,6 +13,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +23,9 @@ from typing import Any
 from workbench import jobs, processes, queue, runenv, runs
 from workbench.config import Config
 from workbench.runs import Run, RunError
+from workbench.schema import Experiment
 
-TERMINAL = ("finished", "failed", "stopped")
+TERMINAL = ("finished", "failed", "stopped", "pruned")
 SHUTDOWN_TIMEOUT_S = 300  # torchrun's grace for ranks after the agent is signalled (default 30)
 STARTUP_GRACE_S = 10.0  # a run stopped while starting: SIGTERM, then SIGKILL after this
 
@@ -41,9 +43,14 @@ def runs_root(config_path: Path, config: Config | None = None, override: str | P
     return Path(config_path).expanduser().resolve().parent / "runs"
 
 
-def prepare(config: Config, name: str, root: Path, plugins_dir: Path | None = None) -> Path:
-    """Create a fresh run folder for experiment ``name`` holding its resolved config."""
-    experiment = config.get(name)
+def prepare(config: Config, name: str, root: Path, plugins_dir: Path | None = None,
+            experiment: Experiment | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Create a fresh run folder for experiment ``name`` holding its resolved config.
+
+    ``experiment`` replaces the file's (a search trial's sampled values) and
+    ``extra`` adds top-level blocks to ``config.json`` (the trial's).
+    """
+    experiment = experiment or config.get(name)
     run_dir = runs.new_run_dir(root, name)
     resolved = {
         "experiment": experiment.model_dump(mode="json"),
@@ -51,6 +58,7 @@ def prepare(config: Config, name: str, root: Path, plugins_dir: Path | None = No
         "config_path": str(Path(config.path).resolve()),
         "plugins_dir": str(plugins_dir) if plugins_dir else None,
         "offline": config.offline,
+        **(extra or {}),
     }
     with _removed_on_os_error() as made:
         made.path = run_dir
@@ -58,25 +66,52 @@ def prepare(config: Config, name: str, root: Path, plugins_dir: Path | None = No
         runs.write_status(
             run_dir, state="queued", experiment=name, run_id=run_dir.name, created=time.time(),
             max_steps=experiment.train.steps, step=0,
+            **({"trial": extra["trial"]["number"]} if extra and "trial" in extra else {}),
         )
     return run_dir
 
 
+def start_experiment(config: Config, name: str, root: Path, plugins_dir: Path | None = None,
+                     max_parallel: int | None = None) -> list[Run]:
+    """What ``workbench run NAME`` and the TUI's ``r`` do: queue a run, or start/resume a study.
+
+    A search experiment's trials are asked for by ``python -m workbench.search``
+    in its own process, so neither the CLI nor the TUI imports Optuna.
+    """
+    if config.get(name).search is None:
+        return [start(config, name, root, plugins_dir, max_parallel)]
+    argv = [sys.executable, "-m", "workbench.search", "start", str(Path(config.path).resolve()), name,
+            str(root)]
+    if plugins_dir:
+        argv += ["--plugins-dir", str(plugins_dir)]
+    if max_parallel:
+        argv += ["--max-parallel", str(max_parallel)]
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        lines = (done.stderr or "").strip().splitlines()
+        raise LaunchError(f"{name}: the study did not start: {lines[-1] if lines else done.returncode}")
+    started = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return [Run(s["experiment"], s["run_id"], Path(s["path"]), runs.read_status(Path(s["path"])))
+            for s in started]
+
+
 def start(config: Config, name: str, root: Path, plugins_dir: Path | None = None,
-          max_parallel: int | None = None) -> Run:
+          max_parallel: int | None = None, experiment: Experiment | None = None,
+          extra: dict[str, Any] | None = None) -> Run:
     """Queue experiment ``name`` in a fresh run folder; it starts, detached, when a slot is free.
 
     On an idle machine that is at once: the scheduler picks it up within a poll.
     """
-    if jobs.submits(config.get(name).launcher, plugins_dir):  # Slurm queues it: not held back here
-        run_dir = prepare(config, name, root, plugins_dir)
+    experiment = experiment or config.get(name)
+    if jobs.submits(experiment.launcher, plugins_dir):  # Slurm queues it: not held back here
+        run_dir = prepare(config, name, root, plugins_dir, experiment, extra)
         runenv.record(run_dir)
         jobs.submit(run_dir)
         return Run(name, run_dir.name, run_dir, runs.read_status(run_dir))
-    dist = config.get(name).distributed
+    dist = experiment.distributed
     refuse_more_gpus_than_the_machine(name, dist.nproc_per_node)
     with _removed_on_os_error() as made:
-        run_dir = made.path = prepare(config, name, root, plugins_dir)
+        run_dir = made.path = prepare(config, name, root, plugins_dir, experiment, extra)
         runenv.record(run_dir)
         queue.enqueue(run_dir, gpus_needed=dist.nproc_per_node, max_parallel=max_parallel)
     queue.ensure_scheduler(root)

@@ -109,6 +109,8 @@ def state_text(status: Status | Mapping[str, Any], damage: Iterable[str] = ()) -
         text = f"running {st.step or 0}/{st.max_steps if st.max_steps is not None else '?'}"
     elif st.state == "failed":
         text = f"failed ({st.error_kind or 'error'})"
+    elif st.state == "pruned" and st.pruned_step is not None:
+        text = f"pruned at step {st.pruned_step}"
     job = st.raw.get("job_detail")  # a run handed to an outside scheduler (Slurm): where its job is
     return f"{text} · {job}" if isinstance(job, str) and job else text
 

@@ -192,6 +192,7 @@ class Status:
     train_seconds: float | None = None
     tokens: int | None = None
     queue_seq: int | None = None
+    pruned_step: int | None = None
     cancelled: bool = False
     error: str | None = None
     error_kind: str | None = None
@@ -210,7 +211,7 @@ class Status:
 
 
 _TIMES = ("created", "started", "resumed", "launched", "ended", "updated", "stop_requested")
-_INTS = ("step", "max_steps", "pid", "exit_code", "tokens", "queue_seq")
+_INTS = ("step", "max_steps", "pid", "exit_code", "tokens", "queue_seq", "pruned_step")
 _FLOATS = ("loss", "tokens_per_s", "train_seconds")
 _TEXTS = ("error", "error_kind", "hint", "message")
 

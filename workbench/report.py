@@ -362,13 +362,35 @@ def write_report(selected: list[runs.Run], folder: Path, defaults: dict[str, str
 def cmd_report(ctx: Any) -> int:
     """``workbench report``."""
     args = ctx.args
+    study = _study(ctx.root, args.runs)
+    if study is not None:  # a search experiment: its best trial (else its latest), then the study
+        best = study.best or max(study.trials, key=lambda t: t.number)
+        args.runs = [best.ref]
     selected = ([runs.resolve(ctx.root, ref) for ref in args.runs] if args.runs
                 else default_runs(ctx.root, ctx.try_config()))
     path = write_report(selected, Path(args.output), default_models(ctx.registry),
                         generate=not args.no_generate)
+    if study is not None:
+        from workbench import search, studyreport
+
+        text = studyreport.section(study, path.parent, search.importances(ctx.root, study.experiment))
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     print(f"wrote {path} ({len(selected)} runs; plots: {', '.join(pngs) or 'none'})")
     return 0
+
+
+def _study(root: Path, refs: list[str]) -> Any:
+    """The study named by ``refs`` when it is one search experiment's name, else ``None``."""
+    if len(refs) != 1 or "#" in refs[0]:
+        return None
+    from workbench.studyview import study_view
+
+    try:
+        return study_view(root, refs[0])
+    except runs.RunError:
+        return None
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

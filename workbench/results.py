@@ -19,7 +19,7 @@ from typing import Any
 
 from workbench import runmeta, runs
 from workbench.metrics import Metric
-from workbench.present import default_models, fmt_duration, fmt_metric, fmt_rate, model_label
+from workbench.present import default_models, fmt_duration, fmt_metric, fmt_rate, model_label, table
 from workbench.runview import RunView, view
 from workbench.terminal import one_line
 
@@ -273,6 +273,10 @@ def notes(rows: Iterable[Row]) -> list[str]:
 def cmd_results(ctx: Any) -> int:
     """``workbench results``: the table, or JSON with ``--json``."""
     args = ctx.args
+    if len(args.runs) == 1 and "#" not in args.runs[0]:
+        study = _study(ctx.root, args.runs[0])
+        if study is not None:
+            return print_study(study, args.json)
     rows = collect(ctx.root, args.runs, default_models(ctx.registry))
     try:
         rows = sort_rows(rows, args.sort, args.reverse)
@@ -287,6 +291,32 @@ def cmd_results(ctx: Any) -> int:
     print(render(rows))
     for line in notes(rows):
         print(line)
+    return 0
+
+
+def _study(root: Path, experiment: str) -> Any:
+    from workbench.studyview import study_view
+
+    try:
+        return study_view(root, experiment)
+    except runs.RunError:
+        return None
+
+
+def print_study(study: Any, as_json: bool = False) -> int:
+    """``workbench results SEARCH-EXPERIMENT``: one row per trial, the best marked."""
+    from workbench.studyview import trials_table
+
+    if as_json:
+        print(json.dumps(study.to_json(), indent=1, default=str))
+        return 0
+    header, rows = trials_table(study, star=STAR)
+    print(table(rows, header, right=[1, len(header) - 1]))
+    counts = study.counts()
+    best = study.best
+    print(f"study {study.experiment}: {len(study.trials)} trial(s), "
+          + ", ".join(f"{n} {state}" for state, n in counts.items())
+          + (f"; best {study.metric.title} {study.metric.fmt(best.value)} ({best.ref})" if best else ""))
     return 0
 
 

@@ -11,18 +11,22 @@ folder's ``config.json``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from workbench.searchspec import Search
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Experiment names become folder names: keep them well inside a file name's 255 bytes.
@@ -193,6 +197,7 @@ class Experiment(Strict):
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     evaluators: list[Text] = Field(default_factory=lambda: ["perplexity", "bits_per_byte", "samples"])
     prompts: list[str] = Field(default_factory=list)
+    search: Search | None = Field(None, description="an Optuna study over this experiment")
 
     @field_validator("distributed")
     @classmethod
@@ -205,6 +210,14 @@ class Experiment(Strict):
                 "distributed.nproc_per_node = {n} use launcher = 'torchrun' or 'accelerate'",
                 {"n": value.nproc_per_node})
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_empty_search(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No ``search = None`` in dumps (config tab, config.json) of experiments that don't search."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("search", 0) is None:
+            del data["search"]
+        return data
 
 
 _SPLIT_RE = re.compile(r"^\s*(\w[\w.-]*)\s*(?:\[\s*(-?\d*)\s*(%?)\s*:\s*(-?\d*)\s*(%?)\s*\])?\s*$")

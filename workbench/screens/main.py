@@ -79,6 +79,7 @@ class MainScreen(Screen):
         Binding("m", "metric", "metric", show=False),
         Binding("c", "compare", "compare"),
         Binding("t", "app.results", "results"),
+        Binding("y", "app.study", "study", show=False),  # a search experiment's study (screens/study.py)
         Binding("slash", "filter", "filter", key_display="/", show=False),
         Binding("n", "note", "note", show=False),
         Binding("T", "tag", "tags", show=False),

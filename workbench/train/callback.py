@@ -26,7 +26,7 @@ class EventCallback(TrainerCallback):
     """See the module docstring. ``stopped`` tells the caller a stop request ended training."""
 
     def __init__(self, run_dir: Path, experiment: Any, evaluations: Evaluations,
-                 stop: StopRequest, cuda: bool = False) -> None:
+                 stop: StopRequest, cuda: bool = False, trial: Any = None) -> None:
         self.run_dir = run_dir
         self.exp = experiment
         self.evals = evaluations
@@ -34,7 +34,10 @@ class EventCallback(TrainerCallback):
         self.cuda = cuda
         self.memory = PeakMemory.for_device(cuda)
         self.loss_scale = LossScaleWatch()  # the runner hands it fp16's grad scaler
+        self.trial = trial  # a search trial's TrialReporter (rank 0), or None
         self.stopped = False
+        self.prune_at: int | None = None  # the step whose evaluation the pruner cut the trial at
+        self.pruned = False
         self.max_steps = experiment.train.steps
         self.pending_eval = False
         self.step_started = 0.0
@@ -61,7 +64,11 @@ class EventCallback(TrainerCallback):
         self.session_tokens = state.num_input_tokens_seen - self.session_start_tokens
         step = state.global_step
         self._watch_loss_scale(step)
-        if ranks.agree(self.stop.requested):
+        if ranks.agree(self.stop.requested or self.prune_at is not None):
+            if ranks.agree(self.prune_at is not None):  # a second all-reduce only on the way out
+                self.pruned = True
+                control.should_training_stop = True
+                return
             self.stopped = True
             control.should_save = True
             control.should_training_stop = True
@@ -136,6 +143,9 @@ class EventCallback(TrainerCallback):
             return
         write_eval_status(self.run_dir, self.evals, event)
         print(eval_line(event, self.evals.declared), flush=True)
+        if self.trial is not None and self.trial.should_prune(event):
+            self.prune_at = step  # training stops at the next step end, on every rank
+            print(f"pruned at step {step}: the study's pruner says this trial is behind", flush=True)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not ranks.is_main():

@@ -51,6 +51,8 @@ def run(run_dir: Path, resume: bool = False, stop: StopRequest | None = None) ->
         failure = describe(exc, run_dir)
         if not isinstance(exc, UserError):  # a user's mistake gets its message, not a traceback
             traceback.print_exc()
+        if session is not None and session.trial is not None:
+            session.trial.failed()  # the study records it and the search goes on
         end_run(run_dir, session, "failed", failure.error, code=1, error=failure.error,
                 error_kind=failure.kind, hint=failure.hint)
         return 1
@@ -90,9 +92,19 @@ class Session:
         self.stop = stop
         self.exp = Experiment.model_validate(config["experiment"])
         self.registry = self._load_plugins(config.get("plugins_dir"))
+        self.trial: Any = None
+        if ranks.is_main() and config.get("trial"):  # a search trial: rank 0 talks to the study
+            from workbench.train.trial import open_trial
+
+            self.trial = open_trial(run_dir, config)
         from workbench.train.sources import preflight
 
-        preflight(config)  # a hub model or dataset that can't load fails before torch does
+        try:
+            preflight(config)  # a hub model or dataset that can't load fails before torch does
+        except Exception:
+            if self.trial is not None:  # no session to fail later: tell the study now
+                self.trial.failed()
+            raise
 
     def _load_plugins(self, plugins_dir: str | None) -> Any:
         from workbench.plugins import load_plugins
@@ -167,7 +179,7 @@ class Session:
             status = runs.read_status(run_dir)
             evals.best = {m.name: status[f"best_{m.name}"] for m in evals.declared
                           if isinstance(status.get(f"best_{m.name}"), (int, float))}
-        callback = EventCallback(run_dir, exp, evals, self.stop, cuda=hardware.cuda)
+        callback = EventCallback(run_dir, exp, evals, self.stop, cuda=hardware.cuda, trial=self.trial)
         sft = build.build_trainer(model, tokenizer, train_texts,
                                   build.sft_config(exp, run_dir, hardware), [callback])
         callback.loss_scale = LossScaleWatch(getattr(sft.accelerator, "scaler", None))
@@ -181,6 +193,12 @@ class Session:
         summary = {"step": step, "train_seconds": round(time.time() - t0, 2),
                    "tokens_per_s": round(callback.tokens_per_s, 1),
                    "tokens": sft.state.num_input_tokens_seen}
+        if callback.pruned:
+            at = callback.prune_at if callback.prune_at is not None else step
+            if self.trial is not None:
+                self.trial.pruned()
+            end_run(run_dir, self, "pruned", f"pruned at step {at}", pruned_step=at, **summary)
+            return
         if callback.stopped:
             end_run(run_dir, self, "stopped", f"stopped at step {step} with a checkpoint",
                     **summary)
@@ -208,6 +226,8 @@ class Session:
         summary = {**summary, **training, **{k: v for k, v in memory.fields().items()
                                              if k.startswith("eval_")}}
         metrics = {k: v for k, v in (final or {}).items() if k not in ("type", "time")}
+        if self.trial is not None:  # told before `finished` is written: a reader never sees it ahead
+            self.trial.finished(metrics)
         end_run(run_dir, self, "finished",
                 f"{step} steps in {summary['train_seconds']:.0f}s, "
                 f"{summary['tokens_per_s']:.0f} tokens/s",

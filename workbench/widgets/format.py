@@ -64,8 +64,10 @@ def state_badge(status: StatusLike | None, short: bool = False, position: int | 
         return Text("■ cancelled", style="yellow")
     if word == "queued":
         return Text(f"◌ queued {position}" if position else "◌ queued", style="dim")
-    if word == "pruned":
-        return Text("✂ pruned", style="yellow")
+    if word == "pruned":  # a search trial the study's pruner cut short: not a failure
+        pruned_step = st.raw.get("pruned_step")
+        label = f"✂ pruned {pruned_step}" if isinstance(pruned_step, int) and not short else "✂ pruned"
+        return Text(label, style="magenta")
     if word == DAMAGED:
         return Text("⚠ damaged", style="bold red")
     return Text(word, style="dim")
