@@ -537,7 +537,7 @@ class WorkbenchApp(App[int]):
 
         name = self.main.current
         experiment = self.config.experiments.get(name) if self.config is not None and name else None
-        if experiment is None or experiment.search is None:
+        if name is None or experiment is None or experiment.search is None:
             self.notice("the selected experiment has no [search] table: y shows a study", "warning",
                         title="study")
             return
