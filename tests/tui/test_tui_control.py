@@ -2,17 +2,19 @@
 
 Launches go through the real path (``launch.start`` -> queue -> scheduler ->
 ``launch.spawn``, detached) with the ``fake`` launcher plugin, whose process
-writes through the engine's own writer; stops send a real SIGTERM to a real
-process group.
+writes through the engine's own writer; stops send a real SIGTERM to the
+leader of a real process group.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
+import subprocess
+import sys
 import time
 
-from helpers import NOW, ready, screen_text, state_of, until
+from helpers import HERE, NOW, ready, screen_text, state_of, until
 
 from workbench import runs
 from workbench.screens.confirm import ConfirmScreen
@@ -68,25 +70,40 @@ async def test_launch_refused_for_unknown_backend(workspace) -> None:
         assert not (workspace.root / "odd").exists()
 
 
-async def test_stop_asks_then_sends_sigterm_to_the_group(workspace) -> None:
-    proc = workspace.sleeper()
-    run_dir = workspace.make_run("alpha", "running", steps=3, pid=proc.pid)
+async def test_stop_asks_then_sends_one_sigterm_to_the_group_leader_only(workspace, tmp_path) -> None:
+    """The launcher (the group's leader) gets the SIGTERM and forwards it; other members get none
+    from us (a rank signalled twice would stop at once, without its checkpoint)."""
+    out = tmp_path / "signals"
+    out.mkdir()
+    leader = subprocess.Popen([sys.executable, str(HERE / "group_leader.py"), str(out)],
+                              start_new_session=True)
+    workspace.processes.append(leader)
+    await asyncio.to_thread(lambda: until_file(out / "ready"))
+    run_dir = workspace.make_run("alpha", "running", steps=3, pid=leader.pid)
     app = workspace.app()
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await until(pilot, lambda: state_of(app, "alpha") == "running", what="running")
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")  # cancel: nothing happens
+        await pilot.press("n")  # cancel: nothing happens (the count of stops below shows it)
         assert app.screen is app.main
-        await pilot.pause(0.2)
-        assert proc.poll() is None
         await pilot.press("s")
         assert "Stop alpha#1?" in screen_text(app)
         await pilot.press("y")
-        assert proc.wait(timeout=5) == -signal.SIGTERM
+        assert await asyncio.to_thread(leader.wait, 10) == 0
         await until(pilot, lambda: runs.read_status(run_dir).get("stop_requested"), what="stop_requested")
-        assert "stopping alpha#1" in notices(app)
+        await until(pilot, lambda: "stopping alpha#1" in notices(app), what="the notice")
+    assert (out / "leader-term").read_text() == "TERM\n", "one SIGTERM, to the leader"
+    assert (out / "child-report").read_text() == "none", "the rest of the group is left to the leader"
+    assert notices(app).count("stopping alpha#1") == 1
+
+
+def until_file(path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.02)
 
 
 async def test_stop_refused_when_not_running(workspace) -> None:
