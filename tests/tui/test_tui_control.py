@@ -27,23 +27,27 @@ def notices(app) -> str:
     return "\n".join(str(n.message) for n in app._notifications)
 
 
-async def test_launch_runs_detached_and_charts_follow(workspace) -> None:
+async def test_launch_runs_detached_and_charts_follow(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_STEP_S", "0.1")  # 4 s of training: time to look at the live process
     app = workspace.app()
+    run_dir = workspace.root / "alpha" / "1"
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await until(pilot, lambda: app.registry is not None, what="plugins")
         await pilot.press("r")
-        await until(pilot, lambda: (workspace.root / "alpha" / "1" / runs.STATUS).exists(), what="run folder")
-        status = runs.read_status(workspace.root / "alpha" / "1")
-        assert status["state"] in ("queued", "running", "finished")
-        assert runs.read_config(workspace.root / "alpha" / "1")["experiment"]["name"] == "alpha"
+        await until(pilot, lambda: (run_dir / runs.STATUS).exists(), what="run folder")
+        assert runs.read_status(run_dir)["state"] in ("queued", "running")
+        assert runs.read_config(run_dir)["experiment"]["name"] == "alpha"
+        await until(pilot, lambda: "queued alpha#1" in notices(app), what="the notice")
+        await until(pilot, lambda: state_of(app, "alpha") == "running", timeout=20, what="running")
+        status = runs.read_status(run_dir)
+        assert runs.is_alive(status["pid"], status["pid_start"])
+        # It leads a session of its own (closing this terminal does not reach it) and its group.
+        assert os.getsid(status["pid"]) == status["pid"] == status["pgid"] != os.getsid(0)
+        assert os.getpgid(status["pid"]) == status["pid"]
         await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=30, what="finished")
         loss = app.main.query_one("#loss-chart", MetricChart)
         await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 40, what="40 points")
-        assert "queued alpha#1" in notices(app)
-        status = runs.read_status(workspace.root / "alpha" / "1")
-        assert status["pid"] != os.getpid()
-        assert os.getsid(0) != status["pid"]  # its own session: it outlives this terminal
 
 
 async def test_launch_marked_experiments(workspace) -> None:
