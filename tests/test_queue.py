@@ -131,6 +131,16 @@ def test_max_parallel_overrides_the_cpu_limit(project):
     wait_for(lambda: set(states(project).values()) == {"finished"})
 
 
+def test_max_parallel_from_the_toml(project):
+    toml = project / "experiments.toml"
+    toml.write_text("max_parallel = 2\n" + toml.read_text())
+    workbench(project, "run", "a", "b", "c")
+    wait_for(lambda: sorted(states(project).values()) == ["queued", "running", "running"])
+    assert states(project)["c#1"] == "queued"
+    (project / "gate" / "all").touch()
+    wait_for(lambda: set(states(project).values()) == {"finished"})
+
+
 def test_each_gpu_goes_to_one_run_at_a_time(project):
     workbench(project, "run", "a", "b", "c", gpus="0,1")
     wait_for(lambda: sorted(states(project).values()) == ["queued", "running", "running"])
