@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -364,9 +364,13 @@ class WorkbenchApp(App[int]):
     def on_runs_changed(self, message: RunsChanged) -> None:
         self._apply_runs(message.runs)
         self._on_main(self.main.runs_updated)
-        if self.screen is not self.main and hasattr(self.screen, "runs_updated"):
+        try:
+            screen = self.screen
+        except ScreenStackError:  # a poll that lands while the app starts or exits: no screen
+            return
+        if screen is not self.main and hasattr(screen, "runs_updated"):
             try:
-                self.screen.runs_updated()  # the results screen: new numbers, never stale
+                screen.runs_updated()  # the results screen: new numbers, never stale
             except NoMatches:  # not composed yet: it reads the runs when it mounts
                 pass
 

@@ -185,7 +185,10 @@ async def test_reattach_after_quit_shows_the_run_live(workspace, monkeypatch) ->
     status = runs.read_status(run_dir)
     assert status["state"] == "running"  # quitting the TUI left the run going
     step_at_quit = status.get("step") or 0
-    time.sleep(0.5)
+    deadline = time.monotonic() + 20
+    while (runs.read_status(run_dir).get("step") or 0) <= step_at_quit:  # it goes on without a TUI
+        assert time.monotonic() < deadline, "the run stopped moving when the TUI quit"
+        time.sleep(0.05)
     again = workspace.app()
     async with again.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
