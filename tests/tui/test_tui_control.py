@@ -267,6 +267,9 @@ async def test_bad_toml_still_shows_runs_on_disk(workspace) -> None:
         table = app.main.query_one(ExperimentsTable)
         await until(pilot, lambda: table.names() == ["alpha"], what="alpha from the runs folder")
         assert not table.row("alpha").in_config
+        text = screen_text(app)
+        assert "experiments.toml cannot be read; this is the config alpha's" in text
+        assert "alpha is not in" not in text, "an unreadable file says nothing about what it holds"
 
 
 async def test_broken_plugin_in_plugins_view(workspace) -> None:

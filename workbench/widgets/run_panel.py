@@ -24,9 +24,10 @@ from workbench.widgets.progress import Progress, RunProgress
 
 TABS = ("config", "diff", "runs", "samples", "log")
 LOG_IN_BANNER = 4  # last lines of train.log shown under a failed run's error
+LOG_IN_SHORT_BANNER = 1  # on a short terminal: the last line, the error itself, is what fits
 
 
-def banner_text(run: Run, log_tail: list[str]) -> Text | None:
+def banner_text(run: Run, log_tail: list[str], log_lines: int = LOG_IN_BANNER) -> Text | None:
     """Why a run failed or stopped, and what to do next; ``None`` when all is well."""
     st = run.status
     text = Text()
@@ -35,7 +36,8 @@ def banner_text(run: Run, log_tail: list[str]) -> Text | None:
         text.append(f"✗ failed: {st.get('error') or 'no error recorded'}", style="bold red")
         if st.get("hint"):
             text.append(f"\n  hint: {st['hint']}", style="red")
-        tail = [ln for ln in log_tail if ln.strip()][-LOG_IN_BANNER:]
+        tail = [ln for ln in log_tail
+                if ln.strip() and not ln.startswith("Traceback (most recent call last)")][-log_lines:]
         for line in tail:
             text.append(f"\n  │ {line}", style="dim")
         if tail:
@@ -126,7 +128,8 @@ class RunPanel(Vertical):
         if pinned is not None:
             title.append("  (older run: esc returns to the latest)", style="dim")
         self.query_one("#run-title", Static).update(title)
-        self.set_banner(banner_text(run, log_tail))
+        short = self.screen.has_class("-short")
+        self.set_banner(banner_text(run, log_tail, LOG_IN_SHORT_BANNER if short else LOG_IN_BANNER))
         self.query_one(RunProgress).set_progress(progress_of(run, series, now))
         self.query_one(RunHistory).set_runs(history, now, pinned)
 
