@@ -289,8 +289,11 @@ def test_resume_refuses_a_run_that_never_checkpointed(project):
 
 def test_ctrl_c_detaches_follow_and_the_run_goes_on(project):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # As from a terminal: Ctrl-C's default action, even when this test runs where SIGINT is ignored
+    # (a background job), in which case Python would not turn it into KeyboardInterrupt.
     follower = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", "a", "--follow"], cwd=project,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert follower.stdout.readline().startswith("queued a#1")
         wait_for(lambda: states(project) == {"a#1": "running"})

@@ -106,8 +106,9 @@ def test_samples_are_reproducible_for_a_seed(tiny_llama_dir: Path) -> None:
 
 def test_cpu_training_loss_is_the_model_s_own_and_trl_s(tiny_llama_dir: Path, tmp_path: Path) -> None:
     """``WorkbenchSFTTrainer.compute_loss`` (CPU path) reports what the model and TRL would."""
+    import json
+
     import torch
-    from conftest import sample_texts
     from trl import SFTTrainer
 
     from workbench.plugins import load_plugins
@@ -120,7 +121,9 @@ def test_cpu_training_loss_is_the_model_s_own_and_trl_s(tiny_llama_dir: Path, tm
     hardware = Hardware(cuda=False, precision="fp32")
     model, tokenizer = load_model(backend, exp, hardware)
     model = attach_lora(model, exp, backend)
-    trainer = build_trainer(model, tokenizer, sample_texts()[:16], sft_config(exp, tmp_path, hardware), [])
+    data = Path(__file__).resolve().parents[1] / "workbench" / "data" / "greentext" / "train.jsonl"
+    texts = [json.loads(line)["greentexts"] for line in data.read_text(encoding="utf-8").splitlines()[:16]]
+    trainer = build_trainer(model, tokenizer, texts, sft_config(exp, tmp_path, hardware), [])
     batch = next(iter(trainer.get_train_dataloader()))
     labels = batch["labels"]
     assert (labels != -100).sum() > 20, "a batch with real text"
