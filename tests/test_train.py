@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -73,16 +72,6 @@ def train(run_dir: Path, *args: str) -> int:
 
 def events(run_dir: Path, kind: str) -> list[dict]:
     return [e for e in runs.read_events(run_dir) if e["type"] == kind]
-
-
-def wait_for(predicate, timeout: float = TIMEOUT, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
 
 # --- one real run, many checks ---------------------------------------------
@@ -172,7 +161,7 @@ def test_same_seed_gives_the_same_samples(finished: Path, tiny_llama_dir: Path,
     assert texts == [(s["checkpoint"], s["text"]) for s in events(finished, "sample")]
 
 
-# --- stop and resume ---------------------------------------------------------
+# --- stop and resume (stopping and resuming through the CLI: test_resume_e2e.py) ---
 
 
 def test_resume_without_checkpoint_fails_clearly(tiny_llama_dir: Path, tmp_path: Path) -> None:
