@@ -75,8 +75,8 @@ async def test_launch_refused_for_unknown_backend(workspace) -> None:
 
 
 async def test_stop_asks_then_sends_one_sigterm_to_the_group_leader_only(workspace, tmp_path) -> None:
-    """The launcher (the group's leader) gets the SIGTERM and forwards it; other members get none
-    from us (a rank signalled twice would stop at once, without its checkpoint)."""
+    """One SIGTERM reaches the run's process (here, with no ranks registered, the group's leader);
+    no other member of its group gets one from us (signalled twice, a rank stops without a checkpoint)."""
     out = tmp_path / "signals"
     out.mkdir()
     leader = subprocess.Popen([sys.executable, str(HERE / "group_leader.py"), str(out)],
