@@ -33,8 +33,9 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# The real-model checks the quick loop skips (the TUI training the tiny model, the real GGUF).
 test-slow: install
-	$(BIN)/python -m pytest --runslow -m slow
+	$(BIN)/python -m pytest --runslow -m "slow and not benchmark"
 
 bench: install
 	$(BIN)/python benchmarks/bench_train.py

@@ -50,6 +50,7 @@ def test_missing_train_event_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 def test_tiny_benchmark_end_to_end(tmp_path: Path) -> None:
     """All three trainers on the tiny model, 1 warmup + 2 measured steps: same batches, a table, a JSON."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", WORKBENCH_CACHE=str(tmp_path / "cache"))

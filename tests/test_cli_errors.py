@@ -79,3 +79,13 @@ def test_plugins_command_lists_provenance_and_failures(tmp_path):
     assert result.returncode == 1
     assert "smollm" in result.stdout and "workbench 0.1.0" in result.stdout
     assert "broken" in result.stdout and "ModuleNotFoundError" in result.stdout
+
+
+def test_validate_says_ok_or_names_the_problem(tmp_path):
+    (tmp_path / "experiments.toml").write_text(GOOD + "[experiments.b]\nextends = \"a\"\nlora.r = 16\n")
+    result = workbench("validate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "experiments.toml: 2 experiments OK: a, b"
+    (tmp_path / "experiments.toml").write_text(GOOD + 'evaluators = ["perplexity", "bpb"]\n')
+    check_error(workbench("validate", cwd=tmp_path), "experiments.a.evaluators[1]", "unknown evaluator 'bpb'")
+    assert not (tmp_path / "runs").exists(), "validating starts nothing"

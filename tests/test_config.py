@@ -117,8 +117,26 @@ def test_malformed_toml_names_file_line_and_column(tmp_path):
 
 
 def test_unknown_key_suggests_the_closest(tmp_path):
+    message = error(BASE + "[experiments.a]\ntrain.save_evry = 8\n", tmp_path)
+    assert "experiments.a.train.save_evry" in message and "unknown key" in message
+    assert message.endswith("(did you mean 'save_every'?)"), message  # not eval_every
+
+
+def test_unknown_key_with_nothing_close_suggests_nothing(tmp_path):
     message = error(BASE + "[experiments.a]\nlora.rank = 8\n", tmp_path)
     assert "experiments.a.lora.rank" in message and "unknown key" in message
+    assert "did you mean" not in message
+
+
+def test_misspelt_top_level_key(tmp_path):
+    message = error("experimnets = 3\n" + BASE + "[experiments.a]\n", tmp_path)
+    assert "experimnets: unknown top-level key" in message and "did you mean 'experiments'" in message
+
+
+def test_max_parallel_from_the_file(tmp_path):
+    assert load("max_parallel = 3\n" + BASE + "[experiments.a]\n", tmp_path).max_parallel == 3
+    assert load(BASE + "[experiments.a]\n", tmp_path).max_parallel is None
+    assert "max_parallel" in error("max_parallel = 0\n" + BASE + "[experiments.a]\n", tmp_path)
 
 
 def test_misspelt_key_gets_did_you_mean(tmp_path):

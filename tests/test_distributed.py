@@ -1,8 +1,10 @@
-"""A real two-process torchrun run on the CPU (gloo): one coherent event stream, same loss.
+"""Real two-process runs on the CPU (gloo), torchrun and accelerate: one event stream, same loss.
 
-The DDP run (2 processes x batch 4) and a single-process run of the same
-global batch (1 x batch 8) see the same rows in the same order, so their
-loss curves agree up to floating-point reduction order.
+The global batch is ``batch_size x processes x gradient_accumulation``. The
+DDP runs (2 processes x batch 4, launched by torchrun and by accelerate), an
+accumulating run (1 process x batch 4 x 2 micro-batches) and a single-process
+run of batch 8 all see the same rows in the same order, so their loss curves
+agree up to floating-point reduction order.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "workbench" / "data" / "green
 STEPS = 8
 
 
-def test_torchrun_two_processes_match_one_process(tmp_path, tiny_llama_dir):
+def test_two_processes_and_accumulation_match_one_process_of_the_same_global_batch(tmp_path, tiny_llama_dir):
     (tmp_path / "experiments.toml").write_text(f"""
 [defaults]
 backend = "smollm"
@@ -43,31 +45,46 @@ train.batch_size = 8
 launcher = "torchrun"
 distributed.nproc_per_node = 2
 train.batch_size = 4
+
+[experiments.accel]
+launcher = "accelerate"
+distributed.nproc_per_node = 2
+train.batch_size = 4
+
+[experiments.accum]
+train.batch_size = 4
+train.gradient_accumulation = 2
 """)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable, "-m", "workbench.cli", "run", "single", "ddp", "--follow"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    names = ("single", "ddp", "accel", "accum")
+    result = subprocess.run([sys.executable, "-m", "workbench.cli", "run", *names, "--follow"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=560)
     root = tmp_path / "runs"
-    single, ddp = runs.resolve(root, "single#1"), runs.resolve(root, "ddp#1")
-    assert result.returncode == 0, result.stdout + result.stderr + "\n".join(runs.tail_log(ddp.path, 40))
-    assert (single.state, ddp.state) == ("finished", "finished")
+    single, ddp, accel, accum = (runs.resolve(root, f"{name}#1") for name in names)
+    logs = "\n".join(line for run in (ddp, accel, accum) for line in runs.tail_log(run.path, 30))
+    assert result.returncode == 0, result.stdout + result.stderr + logs
+    assert [r.state for r in (single, ddp, accel, accum)] == ["finished"] * 4
 
     def losses(run):
         return {e["step"]: e["loss"] for e in runs.read_events(run.path) if e["type"] == "train"}
 
-    ddp_events = runs.read_events(ddp.path)
-    train_steps = [e["step"] for e in ddp_events if e["type"] == "train"]
-    assert train_steps == list(range(1, STEPS + 1)), "rank 0 alone writes: each step once"
-    assert sum(1 for e in ddp_events if e["type"] == "status" and e["state"] == "finished") == 1
-    assert (ddp.path / runs.ADAPTER / "adapter_config.json").is_file()
-    assert ddp.status["world_size"] == 2 and single.status["world_size"] == 1
-    assert (ddp.path / runs.LOG).read_text().count("loading ") == 2, "two ranks loaded the model"
+    for run in (ddp, accel):
+        events = runs.read_events(run.path)
+        train_steps = [e["step"] for e in events if e["type"] == "train"]
+        assert train_steps == list(range(1, STEPS + 1)), f"{run.ref}: rank 0 alone writes, each step once"
+        assert sum(1 for e in events if e["type"] == "status" and e["state"] == "finished") == 1
+        assert (run.path / runs.ADAPTER / "adapter_config.json").is_file()
+        assert run.status["world_size"] == 2, run.ref
+        assert (run.path / runs.LOG).read_text().count("loading ") == 2, f"{run.ref}: two ranks loaded"
+    assert single.status["world_size"] == 1 and accum.status["world_size"] == 1
 
-    one, two = losses(single), losses(ddp)
-    assert one.keys() == two.keys()
-    for step in one:
-        assert abs(one[step] - two[step]) <= 0.02 * abs(one[step]), (step, one[step], two[step])
-    assert two[STEPS] < two[1], "the DDP run learns"
+    one = losses(single)
+    for run in (ddp, accel, accum):  # the same global batch of 8, the same rows: the same losses
+        two = losses(run)
+        assert one.keys() == two.keys()
+        for step in one:
+            assert abs(one[step] - two[step]) <= 0.02 * abs(one[step]), (run.ref, step, one[step], two[step])
+        assert two[STEPS] < two[1], f"{run.ref} learns"
 
 
 def test_stopping_a_torchrun_run_stops_every_rank_with_a_checkpoint(tmp_path, tiny_llama_dir):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -36,7 +37,7 @@ while not (gate / f"{run_dir.parent.name}#{run_dir.name}").exists() and not (gat
     time.sleep(0.05)
 with open(root / "timeline.jsonl", "a") as fh:
     fh.write(json.dumps({"run": f"{run_dir.parent.name}#{run_dir.name}", "gpu": gpu,
-                         "start": start, "end": time.time()}) + "\\n")
+                         "start": start, "end": time.time(), "resume": "--resume" in sys.argv}) + "\\n")
 if run_dir.parent.name.startswith("bad"):
     runs.write_status(run_dir, state="failed", error="RuntimeError: planned failure", ended=time.time())
     sys.exit(1)
@@ -131,6 +132,16 @@ def test_max_parallel_overrides_the_cpu_limit(project):
     wait_for(lambda: set(states(project).values()) == {"finished"})
 
 
+def test_max_parallel_from_the_toml(project):
+    toml = project / "experiments.toml"
+    toml.write_text("max_parallel = 2\n" + toml.read_text())
+    workbench(project, "run", "a", "b", "c")
+    wait_for(lambda: sorted(states(project).values()) == ["queued", "running", "running"])
+    assert states(project)["c#1"] == "queued"
+    (project / "gate" / "all").touch()
+    wait_for(lambda: set(states(project).values()) == {"finished"})
+
+
 def test_each_gpu_goes_to_one_run_at_a_time(project):
     workbench(project, "run", "a", "b", "c", gpus="0,1")
     wait_for(lambda: sorted(states(project).values()) == ["queued", "running", "running"])
@@ -203,3 +214,98 @@ def test_the_queue_outlives_the_command_that_filled_it(project):
 ])
 def test_plan(head, running, gpus, expected):
     assert queue.plan(head, running, gpus) == expected
+
+
+# --- the commands around the queue -------------------------------------------------
+
+
+def test_run_all_queues_every_experiment_in_file_order(project):
+    out = workbench(project, "run", "--all").stdout
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("queued")] == [
+        "a#1", "b#1", "c#1", "d#1", "bad#1", "e#1"]
+    (project / "gate" / "all").touch()
+    wait_for(lambda: "queued" not in states(project).values() and "running" not in states(project).values())
+    assert [e["run"] for e in timeline(project)] == ["a#1", "b#1", "c#1", "d#1", "bad#1", "e#1"]
+
+
+def test_list_shows_each_experiment_and_its_latest_run(project):
+    workbench(project, "run", "a", "bad")
+    (project / "gate" / "all").touch()
+    wait_for(lambda: states(project) == {"a#1": "finished", "bad#1": "failed"})
+    runs.write_status(project / "runs" / "a" / "1", best_perplexity=12.3456, best_bits_per_byte=1.5)
+    lines = workbench(project, "list").stdout.splitlines()
+    assert lines[0].split() == ["experiment", "backend", "model", "r", "steps", "latest", "run", "state",
+                                "ppl", "bits/byte"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert list(rows) == ["a", "b", "c", "d", "bad", "e"]
+    assert rows["a"] == ["a", "fake", "none", "8", "500", "a#1", "finished", "12.346", "1.500"]
+    assert rows["bad"][5:8] == ["bad#1", "failed", "(error)"]
+    assert rows["b"][5:] == ["-", "-", "-", "-"]
+
+
+def test_status_of_a_failed_run_shows_its_error_and_log(project):
+    workbench(project, "run", "bad")
+    (project / "gate" / "all").touch()
+    wait_for(lambda: states(project) == {"bad#1": "failed"})
+    (project / "runs" / "bad" / "1" / runs.LOG).write_text("loading\nRuntimeError: planned failure\n")
+    out = workbench(project, "status", "bad#1").stdout
+    assert out.splitlines()[0] == "bad#1: failed (error)"
+    assert "  error: RuntimeError: planned failure" in out
+    assert out.rstrip().endswith("log tail:\n    loading\n    RuntimeError: planned failure")
+
+
+def kill_run(project: Path, ref: str) -> None:
+    run = runs.resolve(project / "runs", ref)
+    os.killpg(run.status["pgid"], signal.SIGKILL)
+    wait_for(lambda: run.refresh().state == "failed")
+
+
+def test_a_vanished_run_says_so_and_resumes_from_its_checkpoint(project):
+    workbench(project, "run", "a")
+    wait_for(lambda: states(project) == {"a#1": "running"})
+    run_dir = project / "runs" / "a" / "1"
+    (run_dir / runs.CHECKPOINTS / "checkpoint-2").mkdir(parents=True)  # what the trainer saved before
+    kill_run(project, "a#1")  # the machine rebooted, or the OOM killer came
+    out = workbench(project, "status", "a#1").stdout
+    assert out.splitlines()[0] == "a#1: failed (vanished)"
+    assert "  error: process vanished" in out and "workbench resume" in out
+    assert "resuming a#1 from checkpoint-2" in workbench(project, "resume", "a#1").stdout
+    release(project, "a#1")
+    wait_for(lambda: states(project) == {"a#1": "finished"})
+    assert [(e["run"], e["resume"]) for e in timeline(project)] == [("a#1", True)]
+
+
+def test_resume_refuses_a_run_that_never_checkpointed(project):
+    workbench(project, "run", "a")
+    wait_for(lambda: states(project) == {"a#1": "running"})
+    kill_run(project, "a#1")
+    result = subprocess.run([sys.executable, "-m", "workbench.cli", "resume", "a#1"], cwd=project,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("workbench: error: a#1 has no checkpoint to resume from; "
+                                     "start a new run instead")
+    assert states(project) == {"a#1": "failed"}
+
+
+def test_ctrl_c_detaches_follow_and_the_run_goes_on(project):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # As from a terminal: Ctrl-C's default action, even when this test runs where SIGINT is ignored
+    # (a background job), in which case Python would not turn it into KeyboardInterrupt.
+    follower = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", "a", "--follow"], cwd=project,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert follower.stdout.readline().startswith("queued a#1")
+        wait_for(lambda: states(project) == {"a#1": "running"})
+        follower.send_signal(signal.SIGINT)  # Ctrl-C in the terminal that follows it
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert "detached; a#1 keeps running (workbench stop a#1 to stop it)" in out
+    assert "Traceback" not in err
+    run = runs.resolve(project / "runs", "a#1")
+    assert run.state == "running" and runs.is_alive(run.status["pid"], run.status["pid_start"])
+    release(project, "a#1")
+    wait_for(lambda: states(project) == {"a#1": "finished"})

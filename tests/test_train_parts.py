@@ -102,3 +102,41 @@ def test_samples_are_reproducible_for_a_seed(tiny_llama_dir: Path) -> None:
     assert after == before  # sampling leaves the training's random stream alone
     assert generate(model, tok, ">be me\n>", seed=5, **kw) == a
     assert generate(model, tok, ">be me\n>", seed=6, **kw) != a
+
+
+def test_cpu_training_loss_is_the_model_s_own_and_trl_s(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """``WorkbenchSFTTrainer.compute_loss`` (CPU path) reports what the model and TRL would."""
+    import json
+
+    import torch
+    from trl import SFTTrainer
+
+    from workbench.plugins import load_plugins
+    from workbench.train.trainer import attach_lora, build_trainer, load_model
+
+    exp = loads("\n".join(["[experiments.t]", 'backend = "tiny"', f'model = "{tiny_llama_dir}"',
+                           'data.source = "x/y"', "lora.dropout = 0.0", "train.batch_size = 4",
+                           "train.max_length = 48"])).get("t")
+    backend = load_plugins(None).backends["tiny"]
+    hardware = Hardware(cuda=False, precision="fp32")
+    model, tokenizer = load_model(backend, exp, hardware)
+    model = attach_lora(model, exp, backend)
+    data = Path(__file__).resolve().parents[1] / "workbench" / "data" / "greentext" / "train.jsonl"
+    texts = [json.loads(line)["greentexts"] for line in data.read_text(encoding="utf-8").splitlines()[:16]]
+    trainer = build_trainer(model, tokenizer, texts, sft_config(exp, tmp_path, hardware), [])
+    batch = next(iter(trainer.get_train_dataloader()))
+    labels = batch["labels"]
+    assert (labels != -100).sum() > 20, "a batch with real text"
+    trainer.model.train()
+    with torch.no_grad():
+        own = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=labels).loss.item()
+        reported = trainer.compute_loss(trainer.model, dict(batch)).item()
+        trl = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch)).item()
+        # As the Trainer calls it, with the batch's count of predicted tokens:
+        items = int((labels[:, 1:] != -100).sum())
+        counted = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=items).item()
+    assert 1.0 < own < 20.0
+    assert reported == pytest.approx(own, rel=1e-5)
+    assert trl == pytest.approx(own, rel=1e-4)
+    assert counted == pytest.approx(own, rel=1e-5)

@@ -308,7 +308,7 @@ class WorkbenchApp(App[int]):
 
     @work(thread=True, exit_on_error=False, group="control", name="stop")
     def stop_run(self, run: Run) -> None:
-        """SIGTERM to a running run's group (it checkpoints, exits); a queued run leaves the queue."""
+        """SIGTERM to each trainer process of a running run; a queued run leaves the queue."""
         try:
             if run.refresh().state == "queued":
                 queue.cancel(run)

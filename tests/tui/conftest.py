@@ -128,13 +128,14 @@ class Workspace:
         return proc
 
     def make_run(self, name: str, state: str, steps: int = 0, total: int = 40, pid: int | None = None,
-                 evals: int = 10, samples: bool = True, step_s: float = 0.5, **status: Any) -> Path:
-        """A run of ``name`` that reached ``steps``, in ``state``, with its events."""
+                 evals: int = 10, samples: bool = True, step_s: float = 0.5, rate: float = 2048.0,
+                 **status: Any) -> Path:
+        """A run of ``name`` that reached ``steps``, in ``state``, with its events (``rate`` tokens/s)."""
         run_dir = self.prepare(name)
         for step in range(1, steps + 1):
             loss = 3.0 / (1 + step / 15) + 0.3 + 0.05 * math.sin(step)
             runs.append_event(run_dir, "train", step=step, loss=loss, lr=1e-3, grad_norm=1.0,
-                              tokens=step * 256, tokens_per_s=2048.0, epoch=step / total,
+                              tokens=step * 256, tokens_per_s=rate, epoch=step / total,
                               time=T0 + step * step_s)
             if evals and step % evals == 0:
                 runs.append_event(run_dir, "eval", step=step, eval_loss=loss, perplexity=math.exp(loss),
@@ -145,7 +146,7 @@ class Workspace:
                               text=f"sample of {name} at step {steps}", index=0, seed=1234,
                               time=T0 + steps * step_s)
         fields: dict[str, Any] = dict(state=state, step=steps, max_steps=total, started=T0,
-                                      tokens_per_s=2048.0 if steps else None)
+                                      tokens_per_s=rate if steps else None)
         if steps and evals and steps >= evals:
             best = min(math.exp(3.0 / (1 + s / 15) + 0.3 + 0.05 * math.sin(s))
                        for s in range(evals, steps + 1, evals))

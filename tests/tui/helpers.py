@@ -31,7 +31,7 @@ async def until(pilot: Pilot, predicate: Callable[[], Any], timeout: float = 10.
 
 async def ready(pilot: Pilot) -> None:
     """Wait until the main screen has drawn its run panel the first time."""
-    await until(pilot, lambda: pilot.app.main.ready, timeout=5, what="the main screen")
+    await until(pilot, lambda: pilot.app.main.ready, timeout=30, what="the main screen")  # a hang guard
 
 
 def screen_text(app) -> str:

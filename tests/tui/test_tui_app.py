@@ -210,10 +210,16 @@ async def test_gpu_bar_maps_processes_to_runs(workspace) -> None:
 
 
 async def test_no_gpus_no_bar(workspace) -> None:
-    app = workspace.app(gpu_runner=lambda cmd: None, gpu_interval=0.05)
+    calls: list[list[str]] = []
+
+    def no_nvidia_smi(cmd: list[str]) -> None:
+        calls.append(cmd)
+
+    app = workspace.app(gpu_runner=no_nvidia_smi, gpu_interval=0.05)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
-        await pilot.pause(0.3)
+        await until(pilot, lambda: len(calls) >= 2, what="the GPU poll, twice")  # the first one answered
+        await pilot.pause()
         assert "GPU" not in screen_text(app).splitlines()[0]
 
 

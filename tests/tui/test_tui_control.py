@@ -2,17 +2,19 @@
 
 Launches go through the real path (``launch.start`` -> queue -> scheduler ->
 ``launch.spawn``, detached) with the ``fake`` launcher plugin, whose process
-writes through the engine's own writer; stops send a real SIGTERM to a real
-process group.
+writes through the engine's own writer; stops send a real SIGTERM to the
+leader of a real process group.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
+import subprocess
+import sys
 import time
 
-from helpers import NOW, ready, screen_text, state_of, until
+from helpers import HERE, NOW, ready, screen_text, state_of, until
 
 from workbench import runs
 from workbench.screens.confirm import ConfirmScreen
@@ -25,24 +27,28 @@ def notices(app) -> str:
     return "\n".join(str(n.message) for n in app._notifications)
 
 
-async def test_launch_runs_detached_and_charts_follow(workspace) -> None:
+async def test_launch_runs_detached_and_charts_follow(workspace, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_STEP_S", "0.1")  # 4 s of training: time to look at the live process
     app = workspace.app()
+    run_dir = workspace.root / "alpha" / "1"
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await until(pilot, lambda: app.registry is not None, what="plugins")
         await pilot.press("r")
-        # the toast lasts 5 s: read it while it shows, not after the run has finished
-        await until(pilot, lambda: "queued alpha#1" in notices(app), what="the queued notice")
-        await until(pilot, lambda: (workspace.root / "alpha" / "1" / runs.STATUS).exists(), what="run folder")
-        status = runs.read_status(workspace.root / "alpha" / "1")
-        assert status["state"] in ("queued", "running", "finished")
-        assert runs.read_config(workspace.root / "alpha" / "1")["experiment"]["name"] == "alpha"
+        # the toast lasts 5 s: read it while it shows
+        await until(pilot, lambda: "queued alpha#1" in notices(app), what="the notice")
+        await until(pilot, lambda: (run_dir / runs.STATUS).exists(), what="run folder")
+        assert runs.read_status(run_dir)["state"] in ("queued", "running", "finished")
+        assert runs.read_config(run_dir)["experiment"]["name"] == "alpha"
+        await until(pilot, lambda: state_of(app, "alpha") == "running", timeout=20, what="running")
+        status = runs.read_status(run_dir)
+        assert runs.is_alive(status["pid"], status["pid_start"])
+        # It leads a session of its own (closing this terminal does not reach it) and its group.
+        assert os.getsid(status["pid"]) == status["pid"] == status["pgid"] != os.getsid(0)
+        assert os.getpgid(status["pid"]) == status["pid"]
         await until(pilot, lambda: state_of(app, "alpha") == "finished", timeout=30, what="finished")
         loss = app.main.query_one("#loss-chart", MetricChart)
         await until(pilot, lambda: loss.curves and len(loss.curves[0].points) == 40, what="40 points")
-        status = runs.read_status(workspace.root / "alpha" / "1")
-        assert status["pid"] != os.getpid()
-        assert os.getsid(0) != status["pid"]  # its own session: it outlives this terminal
 
 
 async def test_launch_marked_experiments(workspace) -> None:
@@ -69,25 +75,40 @@ async def test_launch_refused_for_unknown_backend(workspace) -> None:
         assert not (workspace.root / "odd").exists()
 
 
-async def test_stop_asks_then_sends_sigterm_to_the_group(workspace) -> None:
-    proc = workspace.sleeper()
-    run_dir = workspace.make_run("alpha", "running", steps=3, pid=proc.pid)
+async def test_stop_asks_then_sends_one_sigterm_to_the_group_leader_only(workspace, tmp_path) -> None:
+    """One SIGTERM reaches the run's process (here, with no ranks registered, the group's leader);
+    no other member of its group gets one from us (signalled twice, a rank stops without a checkpoint)."""
+    out = tmp_path / "signals"
+    out.mkdir()
+    leader = subprocess.Popen([sys.executable, str(HERE / "group_leader.py"), str(out)],
+                              start_new_session=True)
+    workspace.processes.append(leader)
+    await asyncio.to_thread(lambda: until_file(out / "ready"))
+    run_dir = workspace.make_run("alpha", "running", steps=3, pid=leader.pid)
     app = workspace.app()
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await until(pilot, lambda: state_of(app, "alpha") == "running", what="running")
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")  # cancel: nothing happens
+        await pilot.press("n")  # cancel: nothing happens (the count of stops below shows it)
         assert app.screen is app.main
-        await pilot.pause(0.2)
-        assert proc.poll() is None
         await pilot.press("s")
         assert "Stop alpha#1?" in screen_text(app)
         await pilot.press("y")
-        assert proc.wait(timeout=5) == -signal.SIGTERM
+        assert await asyncio.to_thread(leader.wait, 10) == 0
         await until(pilot, lambda: runs.read_status(run_dir).get("stop_requested"), what="stop_requested")
-        assert "stopping alpha#1" in notices(app)
+        await until(pilot, lambda: "stopping alpha#1" in notices(app), what="the notice")
+    assert (out / "leader-term").read_text() == "TERM\n", "one SIGTERM, to the leader"
+    assert (out / "child-report").read_text() == "none", "the rest of the group is left to the leader"
+    assert notices(app).count("stopping alpha#1") == 1
+
+
+def until_file(path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.02)
 
 
 async def test_stop_refused_when_not_running(workspace) -> None:
@@ -165,7 +186,10 @@ async def test_reattach_after_quit_shows_the_run_live(workspace, monkeypatch) ->
     status = runs.read_status(run_dir)
     assert status["state"] == "running"  # quitting the TUI left the run going
     step_at_quit = status.get("step") or 0
-    time.sleep(0.5)
+    deadline = time.monotonic() + 20
+    while (runs.read_status(run_dir).get("step") or 0) <= step_at_quit:  # it goes on without a TUI
+        assert time.monotonic() < deadline, "the run stopped moving when the TUI quit"
+        time.sleep(0.05)
     again = workspace.app()
     async with again.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
@@ -244,6 +268,9 @@ async def test_bad_toml_still_shows_runs_on_disk(workspace) -> None:
         table = app.main.query_one(ExperimentsTable)
         await until(pilot, lambda: table.names() == ["alpha"], what="alpha from the runs folder")
         assert not table.row("alpha").in_config
+        text = screen_text(app)
+        assert "experiments.toml cannot be read; this is the config alpha's" in text
+        assert "alpha is not in" not in text, "an unreadable file says nothing about what it holds"
 
 
 async def test_broken_plugin_in_plugins_view(workspace) -> None:

@@ -13,7 +13,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def scene(workspace) -> None:
     """alpha: 40 steps (the best perplexity); beta: 20 steps, faster; a sweep run with nothing yet."""
     workspace.make_run("alpha", "finished", steps=40)
-    workspace.make_run("beta", "finished", steps=20, tokens_per_s=4096.0)
+    workspace.make_run("beta", "finished", steps=20, rate=4096.0)
     workspace.make_run("sweep-learning_rate0.001", "finished", steps=0, evals=0, samples=False)
 
 
@@ -56,8 +56,9 @@ async def test_rows_sorting_and_best_marks(workspace) -> None:
         await pilot.pause()
         assert screen.sort_key != "model"
         await pilot.press("8")  # tok/s: best (highest) first, starred
-        assert screen.sorted_runs()[0] == "beta#1"
-        assert str(table.get_row_at(0)[7]).startswith("★ ")
+        assert screen.sorted_runs()[:2] == ["beta#1", "alpha#1"]
+        assert str(table.get_row_at(0)[7]) == "★ 4.1k"
+        assert str(table.get_row_at(1)[7]) == "2.0k", "the slower run: no star"
         await pilot.press("escape")
         assert app.screen is app.main
 

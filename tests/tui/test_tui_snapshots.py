@@ -37,13 +37,19 @@ def app_for(scene, **options):
                     gpu_runner=gpu_runner(pid_map={"48213": proc.pid}), gpu_interval=0.1, **options)
 
 
-def settled(*keys: str, gpus: bool = True, charts: int = 1, clear: bool = True):
-    """A run_before that waits for plugins, charts and GPUs, presses ``keys``, then clears toasts."""
+def settled(*keys: str, gpus: bool = True, charts: int = 1, clear: bool = True, notice: str = ""):
+    """A run_before that waits for plugins, charts and GPUs (and the toast saying ``notice``),
+    presses ``keys``, then clears toasts."""
 
     async def run_before(pilot) -> None:
         app = pilot.app
         await ready(pilot)
         await until(pilot, lambda: app.registry is not None, what="plugins")
+        if notice:  # it arrives after the registry; cleared under a modal screen, it would stay drawn
+            await until(pilot, lambda: any(notice in str(n.message) for n in app._notifications),
+                        what=notice)
+            app.clear_notifications()
+            await pilot.pause()
         if gpus:
             await until(pilot, lambda: app.gpus, what="gpus")
         for key in keys:
@@ -90,7 +96,8 @@ def test_plugins_view_with_a_broken_plugin(scene, snap_compare, monkeypatch) -> 
     workspace, _ = scene
     monkeypatch.setenv("WORKBENCH_BLOCK_PLUGINS", "backends,evaluators,launchers")  # built-ins vary
     (workspace.plugins / "broken.py").write_text("import frobnicator  # not installed\n")
-    assert snap_compare(app_for(scene), terminal_size=(100, 30), run_before=settled("p", charts=0))
+    assert snap_compare(app_for(scene), terminal_size=(100, 30),
+                        run_before=settled("p", charts=0, notice="1 plugin failed to load"))
 
 
 def test_help_100x40(scene, snap_compare) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-
-import pytest
 
 from workbench import runs
 from workbench.messages import ConfigChanged, LogChanged, RunsChanged, RunViews
@@ -101,17 +98,15 @@ def test_forget_posts_the_view_again(workspace) -> None:
     assert len(batch.views[run_dir].series(LOSS)) == 4
 
 
-@pytest.mark.parametrize("count", [2000])
-def test_poll_cost_stays_small_with_many_finished_runs(tmp_path, count) -> None:
+def test_a_poll_with_nothing_changed_reports_nothing(tmp_path) -> None:
+    """Many finished runs, none changing: nothing to post (its cost: benchmarks/bench_responsiveness.py)."""
     root = tmp_path / "runs"
-    for i in range(count):
+    for i in range(60):
         run_dir = runs.new_run_dir(root, f"exp{i % 20}")
         runs.write_status(run_dir, state="finished", step=10, max_steps=10)
     watcher = Watcher(tmp_path / "none.toml", root, config_stamp=None)
-    watcher.poll()
-    start = time.perf_counter()
+    assert watcher.poll() != []  # the first poll lists them
     assert watcher.poll() == []
-    assert time.perf_counter() - start < 0.5  # stats only: about 2k stats on this machine
 
 
 def test_key_errors_name_their_line(tmp_path) -> None:

@@ -353,9 +353,12 @@ class MainScreen(Screen):
         else:
             runs = wb.runs_by_exp.get(name, [])
             saved: dict[str, Any] = read_config(runs[-1].path).get("experiment", {}) if runs else {}
-            note = f"{name} is not in {wb.config_path.name}; this is the config its latest run used."
+            # a file that fails to parse says nothing about which experiments it holds
+            where = (f"{wb.config_path.name} cannot be read" if cfg is None
+                     else f"{name} is not in {wb.config_path.name}")
+            note = f"{where}; this is the config {name}'s latest run used."
             self.panel.show_details(config_text(saved, note=note) if saved else Text(note, style="dim"),
-                                    Text(f"{name} is not in {wb.config_path.name}.", style="dim"))
+                                    Text(f"{where}.", style="dim"))
 
     # --- events from the widgets ----------------------------------------------
 

@@ -31,12 +31,14 @@ from workbench.widgets.progress import Progress, RunProgress
 
 TABS = ("config", "diff", "runs", "samples", "log")
 LOG_IN_BANNER = 4  # last lines of train.log shown under a failed run's error
+LOG_IN_SHORT_BANNER = 1  # on a short terminal: the last line, the error itself, is what fits
 DEFAULT_METRIC = PERPLEXITY.name  # the right chart's metric until the user picks another
 ARROWS = {"lower": "↓", "higher": "↑"}
 IN_TITLE = {"perplexity": "ppl", "bits_per_byte": "bits/B"}  # the built-ins' words in the panel title
 
 
-def banner_text(run: Run, view: RunView | None, log_tail: list[str]) -> Text | None:
+def banner_text(run: Run, view: RunView | None, log_tail: list[str], log_lines: int = LOG_IN_BANNER
+                ) -> Text | None:
     """Why a run failed or stopped, what to do next, and its warnings; ``None`` when all is well."""
     st = view.status if view is not None else typed(run.status)
     text = Text()
@@ -44,7 +46,8 @@ def banner_text(run: Run, view: RunView | None, log_tail: list[str]) -> Text | N
         text.append(f"✗ failed: {st.error or 'no error recorded'}", style="bold red")
         if st.hint:
             text.append(f"\n  hint: {st.hint}", style="red")
-        tail = [ln for ln in log_tail if ln.strip()][-LOG_IN_BANNER:]
+        tail = [ln for ln in log_tail
+                if ln.strip() and not ln.startswith("Traceback (most recent call last)")][-log_lines:]
         for line in tail:
             text.append(f"\n  │ {line}", style="dim")
         if tail:
@@ -161,7 +164,8 @@ class RunPanel(Vertical):
                 word = IN_TITLE.get(result.name, result.metric.title)
                 title.append(f" · best {word} {result.metric.fmt(result.best)}")
         self.query_one("#run-title", Static).update(title)
-        banner = banner_text(run, view, log_tail)
+        short = self.screen.has_class("-short")
+        banner = banner_text(run, view, log_tail, LOG_IN_SHORT_BANNER if short else LOG_IN_BANNER)
         if meta is not None and (meta.note or meta.tags):
             line = Text.assemble(("✎ ", "cyan"), (meta.note, "italic"))
             line.append((" " if meta.note else "") + " ".join(f"#{t}" for t in meta.tags), style="cyan")
