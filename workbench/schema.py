@@ -84,6 +84,15 @@ class TrainSettings(Strict):
     gradient_checkpointing: bool = False
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
     eval_batch_size: Size = 8
+    batching: Literal["padding_free", "grouped", "padded"] = Field(
+        "padding_free", description="padding_free: rows packed, no compute on padding; grouped: "
+        "batches of similar length (changes which rows train together); padded: pad to the longest row")
+    compile: bool = Field(False, description="torch.compile the model (GPU; slow to start)")
+    fused_adamw: bool | None = Field(None, description="fused AdamW; default: on with CUDA")
+    pin_memory: bool | None = Field(
+        None, description="pinned host memory and non-blocking copies; default: on with CUDA")
+    liger: bool | None = Field(
+        None, description="Liger kernels (pip install liger-kernel); default: on with CUDA when installed")
 
 
 class DataSettings(Strict):

@@ -26,6 +26,7 @@ from typing import Any
 
 from workbench.api import EvalContext, Evaluator, Metric
 from workbench.metrics import RESERVED as RESERVED_METRICS
+from workbench.train.batching import Batching
 from workbench.train import ranks
 from workbench.train.errors import first_line
 
@@ -86,37 +87,38 @@ def encode_heldout(tokenizer: Any, texts: list[str], max_length: int) -> list[tu
 
 
 def heldout_loss(model: Any, tokenizer: Any, texts: list[str], max_length: int,
-                 batch_size: int, autocast: Callable[[], Any] = contextlib.nullcontext
-                 ) -> dict[str, float]:
-    """Summed NLL (nats), predicted tokens and scored bytes over ``texts``, in batches."""
+                 batch_size: int, autocast: Callable[[], Any] = contextlib.nullcontext,
+                 batching: Batching = "padding_free") -> dict[str, float]:
+    """Summed NLL (nats), predicted tokens and scored bytes over ``texts``, in batches.
+
+    ``batching`` as in training (see :mod:`workbench.train.batching`): by
+    default each batch's rows are packed into one, so no compute goes to
+    padding; the sums are the same either way. One device sync per pass.
+    """
     import torch
     import torch.nn.functional as F
+
+    from workbench.train.batching import eval_batches, forward
 
     encoded = encode_heldout(tokenizer, texts, max_length)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    nll, tokens, nbytes = 0.0, 0, 0
+    rows = [ids for ids, _ in encoded]
+    labels = [[-100, *ids[1:]] for ids in rows]  # the context token is never predicted
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    tokens = 0
     with eval_mode(model):
-        for start in range(0, len(encoded), batch_size):
-            batch = encoded[start:start + batch_size]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, n) in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                labels[row, 1: len(ids)] = torch.tensor(ids[1:])
-                mask[row, : len(ids)] = 1
-                nbytes += n
-            input_ids, labels, mask = input_ids.to(device), labels.to(device), mask.to(device)
+        for batch in eval_batches(rows, labels, batch_size, batching, pad):
+            targets = batch["labels"][:, 1:].reshape(-1)
+            tokens += int((targets != -100).sum())  # counted on the host, before the copy
+            batch = {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v
+                     for k, v in batch.items()}
             with autocast():
-                logits = model(input_ids=input_ids, attention_mask=mask).logits
-            shift_logits = logits[:, :-1].float().reshape(-1, logits.size(-1))
-            shift_labels = labels[:, 1:].reshape(-1)
-            nll += F.cross_entropy(shift_logits, shift_labels, ignore_index=-100,
-                                   reduction="sum").item()
-            tokens += int((shift_labels != -100).sum().item())
-    return {"nll": nll, "tokens": tokens, "bytes": nbytes}
+                logits = forward(model, batch).logits
+            nll += F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                                   batch["labels"][:, 1:].reshape(-1), ignore_index=-100,
+                                   reduction="sum")
+    return {"nll": float(nll.item()), "tokens": tokens, "bytes": sum(n for _, n in encoded)}
 
 
 def generate(model: Any, tokenizer: Any, prompt: str, *, seed: int, temperature: float,
@@ -146,8 +148,10 @@ class Evaluations:
 
     def __init__(self, run_dir: Path, experiment: Any, evaluators: list[Evaluator],
                  tokenizer: Any, eval_texts: list[str],
-                 autocast: Callable[[], Any] = contextlib.nullcontext) -> None:
+                 autocast: Callable[[], Any] = contextlib.nullcontext,
+                 batching: Batching = "padding_free") -> None:
         self.run_dir = run_dir
+        self.batching = batching
         self.experiment = experiment
         self.tokenizer = tokenizer
         self.eval_texts = eval_texts
@@ -165,7 +169,7 @@ class Evaluations:
             if "result" not in cache:
                 cache["result"] = heldout_loss(
                     model, self.tokenizer, self.eval_texts, exp.train.max_length,
-                    exp.train.eval_batch_size, self.autocast,
+                    exp.train.eval_batch_size, self.autocast, self.batching,
                 )
             return cache["result"]
 

@@ -153,7 +153,7 @@ class Session:
 
     def train(self, resume: bool) -> None:
         """Train to the end (or to a stop request) and write the run's final state."""
-        from workbench.train import data
+        from workbench.train import batching, data
         from workbench.train import trainer as build
         from workbench.train.callback import EventCallback
         from workbench.train.evaluation import Evaluations
@@ -171,8 +171,11 @@ class Session:
         model, tokenizer = build.load_model(backend, exp, hardware)
         model = build.attach_lora(model, exp, backend)
         self.registry.pm.hook.post_lora_load(experiment=exp, model=model)
+        mode, note = batching.resolve(exp.train.batching, model, tokenizer.pad_token_id)
+        batching.announce(mode, note)
 
-        evals = Evaluations(run_dir, exp, evaluators, tokenizer, eval_texts, hardware.autocast)
+        evals = Evaluations(run_dir, exp, evaluators, tokenizer, eval_texts, hardware.autocast,
+                            batching=mode)
         # the run folder declares its metrics, so readers need no plugins to show them
         ranks.status(run_dir, metrics=[m.to_json() for m in evals.declared])
         if resume:  # the best values so far survive the restart
@@ -181,7 +184,8 @@ class Session:
                           if isinstance(status.get(f"best_{m.name}"), (int, float))}
         callback = EventCallback(run_dir, exp, evals, self.stop, cuda=hardware.cuda, trial=self.trial)
         sft = build.build_trainer(model, tokenizer, train_texts,
-                                  build.sft_config(exp, run_dir, hardware), [callback])
+                                  build.sft_config(exp, run_dir, hardware, mode), [callback],
+                                  batching=mode)
         callback.loss_scale = LossScaleWatch(getattr(sft.accelerator, "scaler", None))
         if self.stop.requested:  # asked to stop while loading: nothing trained, nothing to save
             end_run(run_dir, self, "stopped", "stopped before training")

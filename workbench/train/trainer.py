@@ -143,11 +143,60 @@ def attach_lora(model: Any, experiment: Any, backend: Backend) -> Any:
     return get_peft_model(model, config)
 
 
-def sft_config(experiment: Any, run_dir: Path, hardware: Hardware) -> Any:
-    """The SFTConfig for an experiment, every hardware-sensitive default made explicit."""
+@dataclasses.dataclass(frozen=True)
+class FastPath:
+    """The GPU speed settings of a run, each ``train.*`` setting resolved for the hardware."""
+
+    fused_adamw: bool
+    pin_memory: bool  # pinned host batches, copied to the GPU without blocking
+    compile: bool
+    liger: bool
+
+
+def liger_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def fast_path(train: Any, hardware: Hardware, liger_available: bool | None = None) -> FastPath:
+    """``train.fused_adamw`` / ``pin_memory`` / ``liger`` (None: on with CUDA) and ``compile``.
+
+    A CPU gains nothing from pinned memory, and Liger's kernels are Triton (GPU
+    only); asking for Liger where it is not installed is a config error.
+    """
+    available = liger_installed() if liger_available is None else liger_available
+    if train.liger and not available:
+        raise UserError("train.liger = true, but liger-kernel is not installed", kind="config",
+                        hint="pip install liger-kernel, or leave train.liger unset")
+    if train.liger and not hardware.cuda:
+        raise UserError("train.liger = true needs a CUDA GPU", kind="config",
+                        hint="leave train.liger unset (on with CUDA when installed)")
+
+    def auto(value: bool | None, default: bool) -> bool:
+        return default if value is None else bool(value)
+
+    return FastPath(
+        fused_adamw=auto(train.fused_adamw, hardware.cuda),
+        pin_memory=auto(train.pin_memory, hardware.cuda) and hardware.cuda,
+        compile=bool(train.compile),
+        liger=auto(train.liger, hardware.cuda and available),
+    )
+
+
+def sft_config(experiment: Any, run_dir: Path, hardware: Hardware,
+               batching: str | None = None, liger_available: bool | None = None) -> Any:
+    """The SFTConfig for an experiment, every hardware-sensitive default made explicit.
+
+    ``batching`` is the one :func:`workbench.train.batching.resolve` chose
+    (default: ``train.batching``); only ``grouped`` changes the sampler.
+    """
     from trl import SFTConfig
 
+    from workbench.train.batching import sampling_strategy
+
     t = experiment.train
+    fast = fast_path(t, hardware, liger_available)
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     checkpointing = {"gradient_checkpointing": t.gradient_checkpointing}
     if "activation_checkpointing" in names:  # transformers >= 5 renamed it
@@ -176,45 +225,83 @@ def sft_config(experiment: Any, run_dir: Path, hardware: Hardware) -> Any:
         # LoRA freezes most parameters; DDP's unused-parameter search would walk the
         # autograd graph every step to find them.
         ddp_find_unused_parameters=False,
-        dataloader_pin_memory=hardware.cuda,
-        include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=fast.pin_memory,
+        accelerator_config={"non_blocking": fast.pin_memory},
+        optim="adamw_torch_fused" if fast.fused_adamw else "adamw_torch",
+        torch_compile=fast.compile,
+        use_liger_kernel=fast.liger,
+        # Its NaN check reads the loss back from the GPU every step (a host-device sync).
+        logging_nan_inf_filter=not hardware.cuda,
+        include_num_input_tokens_seen="non_padding",  # counted without a sync: see build_trainer
+        train_sampling_strategy=sampling_strategy(batching or t.batching),  # type: ignore[arg-type]
         max_length=t.max_length,
         packing=False,
-        padding_free=False,
-        pad_to_multiple_of=None,  # pad each batch to its longest sequence only
+        padding_free=False,  # our collator packs (see workbench.train.batching); TRL's flag
+        pad_to_multiple_of=None,  # would refuse max_length. Padded batches: to the longest row.
         dataset_text_field="text",
         **checkpointing,
     )
 
 
 def build_trainer(model: Any, tokenizer: Any, train_texts: list[str], args: Any,
-                  callbacks: list[Any]) -> Any:
-    """An SFTTrainer over ``train_texts`` with our callbacks and no console progress printer.
+                  callbacks: list[Any], batching: str = "padding_free") -> Any:
+    """An SFTTrainer over ``train_texts`` with our callbacks, collator and no progress printer.
 
-    Off a GPU, the training loss is the model's own: TRL 1.16's fused LM head has
-    no CPU fast path, and its fallback recomputes the vocabulary projection in the
-    backward pass and adds full-vocabulary passes for entropy/accuracy metrics we
-    never read (about 12% of a SmolLM2-135M step on a 2-core CPU, measured by
-    benchmarks/bench_train.py). The loss value is the same.
+    The training loss is the model's own (``transformers.Trainer.compute_loss``),
+    always without a KV cache (a cache makes packed rows attend across each
+    other). TRL 1.16's own loss adds, every step, full-vocabulary passes for
+    entropy/accuracy metrics we never read and three ``.item()`` host-device
+    syncs; off a GPU its fused LM head also recomputes the vocabulary projection
+    in the backward pass (about 12% of a SmolLM2-135M step on a 2-core CPU,
+    measured by benchmarks/bench_train.py). The loss value is the same.
+
+    Tokens seen are counted without a device sync: a packed batch's count is
+    its shape; a padded batch's mask sum stays on the device until the next
+    log or save reads it.
     """
     import transformers
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
+    from workbench.train.batching import collator, real_tokens
+
     class WorkbenchSFTTrainer(SFTTrainer):
+        pending_tokens: Any = 0
+
         def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
-            if model.training and self.args.device.type not in ("cuda", "xpu"):
-                inputs["use_cache"] = False
-                return transformers.Trainer.compute_loss(
-                    self, model, inputs, return_outputs=return_outputs,
-                    num_items_in_batch=num_items_in_batch)
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            return transformers.Trainer.compute_loss(
+                self, model, inputs, return_outputs=return_outputs,
+                num_items_in_batch=num_items_in_batch)
+
+        def _track_num_input_tokens(self, inputs: Any) -> None:
+            count = real_tokens(inputs)
+            if self.args.world_size > 1:
+                import torch
+
+                count = self.accelerator.gather(
+                    torch.as_tensor(count, device=self.args.device, dtype=torch.int64)).sum()
+            if not isinstance(count, int) and count.device.type == "cpu":
+                count = int(count)
+            self.pending_tokens = self.pending_tokens + count
+            if isinstance(self.pending_tokens, int):
+                self._flush_tokens()
+
+        def _flush_tokens(self) -> None:
+            self.state.num_input_tokens_seen += int(self.pending_tokens)
+            self.pending_tokens = 0
+
+        def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> Any:
+            if self.control.should_log or self.control.should_save or self.control.should_evaluate:
+                self._flush_tokens()  # the one sync, on steps that log anyway
+            return super()._maybe_log_save_evaluate(*args, **kwargs)
 
     trainer = WorkbenchSFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_dict({"text": train_texts}),
         processing_class=tokenizer, callbacks=callbacks,
+        data_collator=collator(batching, tokenizer.pad_token_id),  # type: ignore[arg-type]
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
