@@ -26,8 +26,8 @@ from typing import Any
 
 from workbench.api import EvalContext, Evaluator, Metric
 from workbench.metrics import RESERVED as RESERVED_METRICS
-from workbench.train.batching import Batching
 from workbench.train import ranks
+from workbench.train.batching import Batching
 from workbench.train.errors import first_line
 
 RESERVED = ("type", "time", "step", "checkpoint")  # event fields the engine owns
