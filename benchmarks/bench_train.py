@@ -75,17 +75,23 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "workbench" / "data" / "greentext" / "train.jsonl"
+DATASETS = {  # --data: the benchmark set (lengths spread like the study's) or the bundled sample
+    "spread": ROOT / "benchmarks" / "data" / "spread" / "train.jsonl",
+    "sample": ROOT / "workbench" / "data" / "greentext" / "train.jsonl",
+}
+DATA = DATASETS["spread"]
 RESULTS = ROOT / "benchmarks" / "results"
 COLUMN = "greentexts"
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 NAMES = ("workbench", "minimal", "trl-defaults")
-EXTRAS = ("trl-fp32",)  # diagnostics, run only when asked for with --with
+EXTRAS = ("trl-fp32", "workbench-grouped", "workbench-padded")  # run only when asked for with --with
+WORKBENCH_BATCHING = {"workbench": None, "workbench-grouped": "grouped", "workbench-padded": "padded"}
 TRL_VARIANTS: dict[str, dict[str, Any]] = {
     "trl-defaults": {},
     "trl-fp32": {"bf16": False, "gradient_checkpointing": False},
 }
-MIN_RATIO = 0.95  # the issue's target: workbench at least this fraction of the minimal loop
+MIN_RATIO = 1.25  # the issue's target: workbench at least this multiple of the minimal loop
+MATMUL_N = 2048  # the machine's compute rate: an N x N fp32 matmul, measured in the same run
 
 
 @dataclass
@@ -93,10 +99,11 @@ class Settings:
     """What every trainer in one benchmark shares."""
 
     model_dir: str
+    data: str = str(DATA)
     steps: int = 10
     warmup: int = 3
     batch_size: int = 4
-    max_length: int = 128
+    max_length: int = 256
     learning_rate: float = 2e-4
     lora_r: int = 4
     lora_alpha: int = 16
@@ -113,6 +120,7 @@ class Result:
     step_end: list[float] = field(default_factory=list)  # wall clock at the end of each step, 1-based order
     step_tokens: list[int] = field(default_factory=list)  # non-padding tokens of each step
     step_cpu: list[float] = field(default_factory=list)  # the trainer process's CPU seconds at each step end
+    step_computed: list[int] = field(default_factory=list)  # tokens computed per step, padding included
     threads: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -134,6 +142,14 @@ class Result:
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
     @property
+    def padding(self) -> float | None:
+        """Share of the measured steps' computed tokens that were padding (None: not recorded)."""
+        if len(self.step_computed) != len(self.step_tokens) or not self.step_computed:
+            return None
+        computed = sum(self.step_computed[self.warmup:])
+        return 1.0 - self.tokens / computed if computed else None
+
+    @property
     def cpu_use(self) -> float | None:
         """CPU seconds per wall second over the measured steps: near the thread count when the
         machine was otherwise idle, well below it when something else took the cores."""
@@ -146,6 +162,7 @@ class Result:
             "name": self.name, "steps": self.measured_steps, "warmup": self.warmup, "tokens": self.tokens,
             "seconds": round(self.seconds, 4), "tokens_per_s": round(self.tokens_per_s, 2),
             "cpu_use": None if self.cpu_use is None else round(self.cpu_use, 3),
+            "padding": None if self.padding is None else round(self.padding, 4),
             "threads": self.threads, "step_tokens": self.step_tokens,
             "step_seconds": [round(b - a, 4) for a, b in zip(self.step_end, self.step_end[1:], strict=False)],
             "notes": self.notes,
@@ -178,8 +195,8 @@ def model_dir(model: str) -> Path:
 # --- data -------------------------------------------------------------------
 
 
-def read_texts() -> list[str]:
-    lines = DATA.read_text(encoding="utf-8").splitlines()
+def read_texts(data: str | Path = DATA) -> list[str]:
+    lines = Path(data).read_text(encoding="utf-8").splitlines()
     return [json.loads(line)[COLUMN] for line in lines if line.strip()]
 
 
@@ -212,7 +229,7 @@ def run_minimal(s: Settings) -> Result:
     ))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.learning_rate)
-    rows = tokenize(tokenizer, read_texts(), s.max_length)
+    rows = tokenize(tokenizer, read_texts(s.data), s.max_length)
 
     def batches():
         epoch = 0
@@ -244,6 +261,7 @@ def run_minimal(s: Settings) -> Result:
         result.step_end.append(time.time())
         result.step_cpu.append(time.process_time())
         result.step_tokens.append(int(batch["attention_mask"].sum()))
+        result.step_computed.append(int(batch["attention_mask"].numel()))
     return result
 
 
@@ -273,7 +291,7 @@ def run_trl(s: Settings, steps: int, warmup: int, name: str = "trl-defaults") ->
             result.step_end.append(time.time())
             result.step_cpu.append(time.process_time())
 
-    dataset = datasets.load_dataset("json", data_files=str(DATA), split="train")
+    dataset = datasets.load_dataset("json", data_files=s.data, split="train")
     out = tempfile.mkdtemp(prefix="bench-trl-")
     try:
         args = SFTConfig(
@@ -302,7 +320,8 @@ def run_trl(s: Settings, steps: int, warmup: int, name: str = "trl-defaults") ->
 # --- workbench, through its CLI ---------------------------------------------
 
 
-def workbench_toml(s: Settings, backend: str, plugins_dir: Path | None = None) -> str:
+def workbench_toml(s: Settings, backend: str, plugins_dir: Path | None = None,
+                   batching: str | None = None) -> str:
     """A one-experiment ``experiments.toml``: the shared settings, nothing evaluated or saved mid-run.
 
     ``model`` is left to the backend's default, the path a user takes; :func:`model_dir`
@@ -333,21 +352,28 @@ seed = {s.seed}
 eval_every = {later}
 save_every = {later}
 logging_every = 1
+{f'batching = "{batching}"' if batching else ""}
 
 [experiments.bench.data]
-source = {json.dumps(str(DATA.parent))}
+source = {json.dumps(str(Path(s.data).parent))}
 column = "{COLUMN}"
 train_split = "train"
 eval_split = "test"
 """
 
 
-def run_workbench(s: Settings, backend: str, keep: bool = False, plugins_dir: Path | None = None) -> Result:
-    """``workbench run bench --follow`` in a scratch folder; the figure from its ``events.jsonl``."""
+def run_workbench(s: Settings, backend: str, keep: bool = False, plugins_dir: Path | None = None,
+                  name: str = "workbench") -> Result:
+    """``workbench run bench --follow`` in a scratch folder; the figure from its ``events.jsonl``.
+
+    ``name`` picks ``train.batching``: ``workbench`` leaves the default,
+    ``workbench-grouped`` / ``workbench-padded`` set it. The batching the run
+    used is read back from ``train.log`` (a fallback says so there).
+    """
     scratch = Path(tempfile.mkdtemp(prefix="bench-workbench-"))
     try:
         toml = scratch / "experiments.toml"
-        toml.write_text(workbench_toml(s, backend, plugins_dir))
+        toml.write_text(workbench_toml(s, backend, plugins_dir, WORKBENCH_BATCHING[name]))
         exe = Path(sys.executable).with_name("workbench")
         cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "workbench.cli"]
         cmd = [*cli, "run", "bench", "--follow", "-c", str(toml), "--runs-dir", str(scratch / "runs")]
@@ -363,7 +389,14 @@ def run_workbench(s: Settings, backend: str, keep: bool = False, plugins_dir: Pa
             raise RuntimeError(f"workbench run failed ({proc.returncode}):\n{stdout[-3000:]}\n"
                                f"{stderr[-3000:]}\n--- train.log ---\n{log}")
         result = result_from_events(run_dir / "events.jsonl", s.warmup)
+        result.name = name
         result.step_cpu = meter.at(result.step_end)
+        log = (run_dir / "train.log").read_text(errors="replace")
+        used = next((line.split(":", 1)[1].strip() for line in log.splitlines()
+                     if line.startswith("batching: ")), None)
+        result.notes["batching"] = used
+        if used == "padding_free":  # packed rows: every computed token is a real one
+            result.step_computed = list(result.step_tokens)
         return result
     finally:
         if keep:
@@ -482,6 +515,45 @@ def wait_quiet(max_wait: float, threshold: float = 0.25) -> float | None:
     return busy
 
 
+# --- the compute floor --------------------------------------------------------
+
+
+def matmul_gflops(n: int = MATMUL_N, repeats: int = 5) -> float:
+    """The best of ``repeats`` timings of an ``n`` x ``n`` fp32 matmul, in GFLOP/s (torch's threads)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm up the kernels and the thread pool
+    best_s = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best_s = min(best_s, time.perf_counter() - t0)
+    return 2 * n ** 3 / best_s / 1e9
+
+
+def model_params(folder: Path) -> int:
+    """Parameters in a model folder's safetensors files, from their headers (nothing loaded)."""
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with path.open("rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        for name, meta in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in meta["shape"]:
+                    count *= dim
+                total += count
+    return total
+
+
+def flop_per_token(params: int) -> float:
+    """FLOP to train one token with LoRA: the forward (2 per weight) and the backward through the
+    frozen weights to the activations (2 more; no weight gradients). Attention and the small
+    LoRA matrices are left out, so the floor is a slight overestimate of what is reachable."""
+    return 4.0 * params
+
+
 # --- orchestration -----------------------------------------------------------
 
 
@@ -499,7 +571,8 @@ def run_worker(name: str, s: Settings, steps: int, warmup: int) -> Result:
     try:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--only", name, "--model-dir", s.model_dir,
                "--steps", str(steps), "--warmup", str(warmup), "--batch-size", str(s.batch_size),
-               "--max-length", str(s.max_length), "--seed", str(s.seed), "--json-out", str(out)]
+               "--max-length", str(s.max_length), "--seed", str(s.seed), "--json-out", str(out),
+               "--data-file", s.data]
         proc = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -553,23 +626,27 @@ def best(results: list[Result]) -> list[Result]:
             ends.append(ends[-1] + d)
         uses = [r.cpu_use for r in group if r.cpu_use is not None]
         combined = Result(name, first.warmup, step_end=ends, step_tokens=list(first.step_tokens),
-                          threads=first.threads, notes={"fastest_step_of": len(group),
-                                                        "cpu_use_max": max(uses) if uses else None})
+                          step_computed=list(first.step_computed), threads=first.threads,
+                          notes={"fastest_step_of": len(group), "batching": first.notes.get("batching"),
+                                 "cpu_use_max": max(uses) if uses else None})
         out.append(combined)
     return out
 
 
-def fmt_table(results: list[Result]) -> str:
-    """The printed table: one row per trainer."""
+def fmt_table(results: list[Result], floor: float | None = None) -> str:
+    """The printed table: one row per trainer (``floor``: the compute floor in tokens/s)."""
     minimal = next((r for r in results if r.name == "minimal"), None)
-    header = ["trainer", "steps", "tokens", "seconds", "tokens/s", "vs minimal", "cpu use"]
+    header = ["trainer", "steps", "tokens", "seconds", "tokens/s", "vs minimal", "padding",
+              "of floor", "cpu use"]
     rows = []
     for r in results:
         ratio = f"{r.tokens_per_s / minimal.tokens_per_s:.3f}x" if minimal else "-"
         cpu = r.cpu_use if r.cpu_use is not None else r.notes.get("cpu_use_max")
         use = "-" if cpu is None else f"{cpu:.2f}"
+        padding = "-" if r.padding is None else f"{r.padding:.0%}"
+        share = f"{r.tokens_per_s / floor:.0%}" if floor else "-"
         rows.append([r.name, str(r.measured_steps), str(r.tokens), f"{r.seconds:.2f}",
-                     f"{r.tokens_per_s:.1f}", ratio, use])
+                     f"{r.tokens_per_s:.1f}", ratio, padding, share, use])
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
     lines = []
     for row in [header, *rows]:
@@ -615,7 +692,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measured steps for TRL defaults (default: 3 on smollm2, --steps on tiny)")
     p.add_argument("--ref-warmup", type=int, default=None, help="its warmup steps (default: 1 on smollm2)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--data", choices=sorted(DATASETS), default="spread",
+                   help="spread: 160 texts of 17-159 tokens like the study's (benchmarks/data/spread); "
+                   "sample: the bundled greentext sample (18-39 tokens)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip", action="append", default=[], choices=NAMES,
                    help="leave a trainer out (repeatable)")
@@ -634,6 +714,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=("minimal", *TRL_VARIANTS), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     p.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--data-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     tiny = args.model == "tiny"
     args.steps = args.steps or (20 if tiny else 10)
@@ -649,7 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.only:  # worker: one reference, in this process
-        s = Settings(model_dir=args.model_dir, steps=args.steps, warmup=args.warmup,
+        s = Settings(model_dir=args.model_dir, data=args.data_file or str(DATASETS[args.data]),
+                     steps=args.steps, warmup=args.warmup,
                      batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
         if args.only == "minimal":
             result = run_minimal(s)
@@ -668,10 +750,12 @@ def main(argv: list[str] | None = None) -> int:
 def orchestrate(args: argparse.Namespace) -> int:
     """Run every trainer not skipped (``--repeat`` times, interleaved), print the table, write the JSON."""
     folder = model_dir(args.model)
-    s = Settings(model_dir=str(folder), steps=args.steps, warmup=args.warmup,
-                 batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
+    s = Settings(model_dir=str(folder), data=str(DATASETS[args.data]), steps=args.steps,
+                 warmup=args.warmup, batch_size=args.batch_size, max_length=args.max_length,
+                 seed=args.seed)
     backend = "smollm2-gguf" if args.model == "smollm2" else "tiny"
     info = machine()
+    gflops = [matmul_gflops()]
     results: list[Result] = []
     plan = [n for n in NAMES if n not in args.skip] + list(dict.fromkeys(args.extra))
     for repeat in range(args.repeat):
@@ -679,15 +763,16 @@ def orchestrate(args: argparse.Namespace) -> int:
             busy = wait_quiet(args.wait_quiet) if args.wait_quiet else None
             started = time.time()
             print(f"bench_train: {name} ...", file=sys.stderr, flush=True)
-            if name == "workbench":
-                result = run_workbench(s, backend, keep=args.keep, plugins_dir=args.plugins_dir)
+            if name in WORKBENCH_BATCHING:
+                result = run_workbench(s, backend, keep=args.keep, plugins_dir=args.plugins_dir,
+                                       name=name)
             elif name == "minimal":
                 result = run_worker("minimal", s, s.steps, s.warmup)
             elif name == "trl-defaults":
                 result = run_worker(name, s, args.ref_steps, args.ref_warmup)
             else:
                 result = run_worker(name, s, s.steps, s.warmup)
-            if result.threads is None and name == "workbench":
+            if result.threads is None and name in WORKBENCH_BATCHING:
                 result.threads = next((r.threads for r in results if r.threads), None)
             result.notes.update(repeat=repeat + 1, process_seconds=round(time.time() - started, 1),
                                 busy_before=None if busy is None else round(busy, 3),
@@ -698,11 +783,26 @@ def orchestrate(args: argparse.Namespace) -> int:
                   f"({result.measured_steps} steps, {result.seconds:.1f} s{use})",
                   file=sys.stderr, flush=True)
 
+    gflops.append(matmul_gflops())
     shown = best(results)
-    print(f"\nmodel {args.model} ({folder}), batch {s.batch_size}, max_length {s.max_length}, "
-          f"seed {s.seed}, warmup {s.warmup} (TRL defaults: {args.ref_warmup})"
-          + (f", each step's fastest of {args.repeat} repeats" if args.repeat > 1 else "") + "\n")
-    print(fmt_table(shown))
+    minimal = next((r for r in shown if r.name == "minimal"), None)
+    for r in shown:  # padded batches are the minimal loop's own: the same rows, the same padding
+        if r.notes.get("batching") == "padded" and minimal and r.step_tokens == minimal.step_tokens:
+            r.step_computed = list(minimal.step_computed)
+    params = model_params(folder)
+    floor = max(gflops) * 1e9 / flop_per_token(params)
+    end_load = os.getloadavg()
+    print(f"\nmodel {args.model} ({folder}), data {args.data} ({Path(s.data).parent.name}), "
+          f"batch {s.batch_size}, max_length {s.max_length}, seed {s.seed}, warmup {s.warmup} "
+          f"(TRL defaults: {args.ref_warmup})"
+          + (f", each step's fastest of {args.repeat} repeats" if args.repeat > 1 else ""))
+    print(f"compute floor: {max(gflops):.0f} GFLOP/s ({MATMUL_N}x{MATMUL_N} fp32 matmul, best of the "
+          f"start and end of the run: {gflops[0]:.0f}, {gflops[1]:.0f}) / "
+          f"{flop_per_token(params) / 1e9:.2f} GFLOP per trained token ({params / 1e6:.0f}M params x 4)"
+          f" = {floor:.0f} tokens/s")
+    print(f"machine load: {os.cpu_count()} CPUs, load average (1 min) {info['loadavg_start'][0]:.2f} "
+          f"at the start, {end_load[0]:.2f} at the end\n")
+    print(fmt_table(shown, floor))
     rat = ratios(shown)
     if "workbench/trl-defaults" in rat:
         print(f"\nworkbench vs TRL defaults: {rat['workbench/trl-defaults']:.2f}x")
@@ -722,7 +822,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         payload = {"model": args.model, "model_dir": str(folder), "settings": asdict(s),
                    "ref_steps": args.ref_steps, "ref_warmup": args.ref_warmup, "repeat": args.repeat,
                    "machine": info, "best": [r.summary() for r in shown], "ratios": rat,
-                   "contention": starved, "runs": [r.summary() for r in results]}
+                   "contention": starved, "runs": [r.summary() for r in results],
+                   "matmul_gflops": [round(g, 1) for g in gflops], "params": params,
+                   "floor_tokens_per_s": round(floor, 1), "loadavg_end": end_load}
         path.write_text(json.dumps(payload, indent=1))
         print(f"\nwrote {path}")
     return 0
