@@ -109,6 +109,7 @@ class Settings:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     seed: int = 42
+    device: str = "cpu"  # "cuda": the minimal loop in bf16 (fp16 without bf16), like `workbench run`
 
 
 @dataclass
@@ -215,6 +216,8 @@ def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int
 
 def run_minimal(s: Settings) -> Result:
     """The hand-written loop: fp32, PEFT LoRA, dynamic padding, AdamW, ``model(**batch).loss``."""
+    import contextlib
+
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -222,7 +225,10 @@ def run_minimal(s: Settings) -> Result:
     torch.manual_seed(s.seed)
     tokenizer = AutoTokenizer.from_pretrained(s.model_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = AutoModelForCausalLM.from_pretrained(s.model_dir, dtype=torch.float32)
+    half = None
+    if s.device == "cuda":
+        half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    model = AutoModelForCausalLM.from_pretrained(s.model_dir, dtype=half or torch.float32).to(s.device)
     model = get_peft_model(model, LoraConfig(
         r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
         target_modules=TARGET_MODULES, task_type="CAUSAL_LM",
@@ -251,11 +257,19 @@ def run_minimal(s: Settings) -> Result:
 
     result = Result("minimal", s.warmup, threads=torch.get_num_threads())
     it = batches()
+    scaler = torch.amp.GradScaler() if half == torch.float16 else None
     for _ in range(s.warmup + s.steps):
         batch = collate(next(it))
-        loss = model(**batch, use_cache=False).loss
-        loss.backward()
-        optimizer.step()
+        gpu_batch = {k: v.to(s.device) for k, v in batch.items()}
+        with torch.autocast(s.device, dtype=half) if half else contextlib.nullcontext():
+            loss = model(**gpu_batch, use_cache=False).loss
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()
         result.step_end.append(time.time())
@@ -557,9 +571,14 @@ def flop_per_token(params: int) -> float:
 # --- orchestration -----------------------------------------------------------
 
 
+THREADS: int | None = None  # --threads: every trainer's (and the matmul's) torch threads
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
                TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    if THREADS:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(THREADS)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 
@@ -705,6 +724,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run every trainer N times, interleaved, and report each one's best")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before each trainer, wait up to this long for the CPUs to go idle")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads for every trainer and the matmul (default: torch's, one per "
+                   "core). On a crowded machine 1 keeps OpenMP from stalling on descheduled threads")
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON goes")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     p.add_argument("--keep", action="store_true", help="keep the workbench scratch folder (run log, events)")
@@ -749,6 +771,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def orchestrate(args: argparse.Namespace) -> int:
     """Run every trainer not skipped (``--repeat`` times, interleaved), print the table, write the JSON."""
+    global THREADS
+    if args.threads:
+        import torch
+
+        THREADS = args.threads
+        torch.set_num_threads(args.threads)
     folder = model_dir(args.model)
     s = Settings(model_dir=str(folder), data=str(DATASETS[args.data]), steps=args.steps,
                  warmup=args.warmup, batch_size=args.batch_size, max_length=args.max_length,
@@ -801,7 +829,8 @@ def orchestrate(args: argparse.Namespace) -> int:
           f"{flop_per_token(params) / 1e9:.2f} GFLOP per trained token ({params / 1e6:.0f}M params x 4)"
           f" = {floor:.0f} tokens/s")
     print(f"machine load: {os.cpu_count()} CPUs, load average (1 min) {info['loadavg_start'][0]:.2f} "
-          f"at the start, {end_load[0]:.2f} at the end\n")
+          f"at the start, {end_load[0]:.2f} at the end; torch threads per trainer: "
+          f"{args.threads or 'default'}\n")
     print(fmt_table(shown, floor))
     rat = ratios(shown)
     if "workbench/trl-defaults" in rat:

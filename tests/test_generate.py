@@ -162,7 +162,26 @@ class Ids(list):
 
 def test_token_stream_holds_back_half_characters():
     sent: list[str] = []
-    stream = TokenStream(FakeTokenizer(), sent.append, lambda: False)
+    stream = TokenStream(FakeTokenizer(), sent.append, lambda: False, interval=0.0)
     for ids in ([5, 5], [1], [2], [9], [10]):  # the prompt first, then one token at a time
         stream.put(Ids(ids))
+    stream.end()
     assert sent == ["he", "llo", "é"]
+
+
+def test_token_stream_coalesces_fast_tokens_into_one_message_per_interval():
+    """A token every tick, an interval of 3 ticks: the first piece at once, then one per 3 ticks."""
+    sent: list[str] = []
+    now = [0]
+    stream = TokenStream(FakeTokenizer(), sent.append, lambda: False, interval=3,
+                         clock=lambda: now[0])
+    stream.put(Ids([5]))  # the prompt
+    tokens = [1, 2, 1, 2, 9, 10, 1, 2]
+    for tick, token in enumerate(tokens):
+        now[0] = tick
+        stream.put(Ids([token]))
+    # tick 0: "he"; tick 3: tokens 1-3; tick 6: tokens 4-6 (9 alone is half a character)
+    assert sent == ["he", "llohello", "\u00e9he"]
+    stream.end()  # tick 7's token waited for the end
+    assert sent[-1] == "llo" and "".join(sent) == FakeTokenizer().decode(tokens)
+    assert stream.pieces == 4

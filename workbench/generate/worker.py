@@ -18,8 +18,10 @@ Requests, one JSON object a line::
     {"op": "shutdown"}
 
 Replies: ``{"id", "pane", "loading": what}`` before a base model loads;
-``{"id", "pane", "sample": i, "token": piece}`` for each token as it is
-generated, then ``{"id", "pane", "sample": i, "done": true, "text": full}``;
+``{"id", "pane", "sample": i, "token": piece}`` with the text generated since
+the previous piece, at most one every :data:`COALESCE_S` (tokens arriving
+faster are joined into one piece, so a fast model does not flood the TUI with
+a message per token), then ``{"id", "pane", "sample": i, "done": true, "text": full}``;
 ``{"id", "pane", "error": one line}`` for a pane that failed (the others go
 on); ``{"id", "stats": {...}}``; and ``{"id", "end": true}`` last for every
 request. Sample ``i`` of a pane is seeded with ``seed + i`` right before it is
@@ -37,6 +39,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -48,6 +51,7 @@ from workbench.generate.client import GenerationError, adapter_path, run_base
 from workbench.train.errors import UserError, first_line
 
 MAX_BASES = 3  # base models kept loaded at once; the least recently used goes first
+COALESCE_S = 0.03  # streamed text goes out at most this often (plus the first token, at once)
 
 
 class Cancelled(Exception):
@@ -71,19 +75,27 @@ class LoadedBase:
 
 
 class TokenStream:
-    """A ``generate`` streamer that reports each new token's text as soon as it exists.
+    """A ``generate`` streamer that reports the new text at most every ``interval`` seconds.
 
-    The whole continuation is decoded after each token and the new suffix
-    sent; a trailing U+FFFD (a character whose bytes are still arriving) is
-    held back, so the pieces always join to the final text.
+    The whole continuation is decoded after each token; a trailing U+FFFD (a
+    character whose bytes are still arriving) is held back, so the pieces
+    always join to the final text. The first piece goes out at once (the
+    user sees the model start), later ones once ``interval`` has passed since
+    the last, and :meth:`end` sends what is left.
     """
 
-    def __init__(self, tokenizer: Any, emit: Any, cancelled: Any) -> None:
+    def __init__(self, tokenizer: Any, emit: Any, cancelled: Any,
+                 interval: float = COALESCE_S, clock: Any = time.monotonic) -> None:
         self.tokenizer = tokenizer
+        self.clock = clock
         self.emit = emit
         self.cancelled = cancelled
+        self.interval = interval
         self.ids: list[int] = []
-        self.sent = ""
+        self.sent = ""  # the text emitted so far
+        self.ready = ""  # the stable text decoded so far (``sent`` plus what waits)
+        self.last_emit: float | None = None
+        self.pieces = 0
         self.prompt_seen = False
 
     def put(self, value: Any) -> None:
@@ -95,12 +107,23 @@ class TokenStream:
         self.ids.extend(int(t) for t in value.reshape(-1).tolist())
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         stable = text.rstrip("\ufffd")
-        if stable.startswith(self.sent) and len(stable) > len(self.sent):
-            self.emit(stable[len(self.sent):])
-            self.sent = stable
+        if stable.startswith(self.sent):
+            self.ready = stable
+        now = self.clock()
+        if self.last_emit is None or now - self.last_emit >= self.interval:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Send the stable text not sent yet, if any."""
+        if len(self.ready) > len(self.sent) and self.ready.startswith(self.sent):
+            self.emit(self.ready[len(self.sent):])
+            self.sent = self.ready
+            self.pieces += 1
+            self.last_emit = self.clock() if now is None else now
 
     def end(self) -> None:
-        """Nothing to flush: every piece went out as soon as it was stable."""
+        """Generation finished: send what waited."""
+        self.flush()
 
 
 class Worker:
