@@ -109,3 +109,46 @@ def test_packed_tokens_are_counted_without_touching_the_values(tiny_llama_dir: P
     padded = batching.collator("padded", tokenizer.pad_token_id)(examples)
     assert batching.real_tokens(packed) == real and isinstance(batching.real_tokens(packed), int)
     assert int(batching.real_tokens(padded)) == real
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_heldout_pass_gives_the_same_sums_in_every_batching(kind: str, tiny_llama_dir: Path,
+                                                            tiny_gpt2_dir: Path) -> None:
+    from workbench.train.evaluation import heldout_loss
+
+    model, tokenizer = lora_model(tiny_llama_dir if kind == "llama" else tiny_gpt2_dir)
+    texts = sample_texts()[:11]  # 11 rows at 4 a batch: a short last batch too
+    sums = {mode: heldout_loss(model, tokenizer, texts, max_length=64, batch_size=4, batching=mode)
+            for mode in batching.BATCHINGS}
+    padded = sums["padded"]
+    for mode, result in sums.items():
+        assert (result["tokens"], result["bytes"]) == (padded["tokens"], padded["bytes"]), mode
+        assert result["nll"] == pytest.approx(padded["nll"], rel=1e-5), mode
+
+
+FALLBACK_PLUGIN = '''
+from workbench.api import hookimpl
+
+@hookimpl
+def post_lora_load(experiment, model):
+    # what an older transformers does: no block-diagonal mask from packed position_ids
+    from transformers import masking_utils
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None
+'''
+
+
+def test_a_run_without_packed_masks_falls_back_and_says_so_in_train_log(tiny_llama_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    from tests.test_train import events, new_run, train
+    from workbench import runs
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "old_transformers.py").write_text(FALLBACK_PLUGIN)
+    run_dir = new_run(tmp_path, tiny_llama_dir, "train.steps = 2", "train.eval_every = 1",
+                      "train.save_every = 100", plugins_dir=plugins)
+    assert train(run_dir) == 0
+    log = (run_dir / runs.LOG).read_text()
+    assert "padding-free batches are not exact here" in log and "using 'grouped' batches" in log
+    assert runs.read_status(run_dir)["state"] == "finished"
+    assert [e["step"] for e in events(run_dir, "train")] == [1, 2]
