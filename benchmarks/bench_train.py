@@ -4,6 +4,8 @@ Run it from the repository root::
 
     .venv/bin/python benchmarks/bench_train.py                     # real SmolLM2-135M (~3 min)
     .venv/bin/python benchmarks/bench_train.py --repeat 3 --wait-quiet 120   # on a shared machine
+    .venv/bin/python benchmarks/bench_train.py --repeat 2 --threads 1 --skip trl-defaults \
+        --with workbench-grouped                                   # a crowded machine; both batchings
     .venv/bin/python benchmarks/bench_train.py --model tiny        # smoke check, under a minute
 
 What it measures: *trained tokens per second* = non-padding tokens in the
@@ -13,13 +15,15 @@ measured step (``--steps``, default 10), so model loading, data preparation,
 warmup and whatever follows training (final evaluation, saving) are outside
 it, and everything between two steps (data loading, logging, callbacks) is
 inside it. All trainers get the same model weights, the same data
-(``workbench/data/greentext/train.jsonl``, column ``greentexts``, EOS
-appended, cut to ``--max-length`` 128 tokens), batch size 4, learning rate
+(``--data spread``: ``benchmarks/data/spread/train.jsonl``, 160 texts of
+17-159 SmolLM2 tokens built by ``make_spread_data.py`` to spread like the
+study's; ``--data sample``: the bundled 18-39-token sample; column
+``greentexts``, EOS appended, cut to ``--max-length`` 256), batch size 4, learning rate
 2e-4, LoRA r=4 / alpha 16 / dropout 0.05 on q/k/v/o/gate/up/down and the
 same seed, hence the very same batches in the same order, and, apart from
 ``--ref-steps``, the same number of steps. Each runs in its own process:
 
-``workbench``
+``workbench`` (and, with ``--with``, ``workbench-grouped`` / ``workbench-padded``)
     the real CLI path: ``workbench run bench --follow`` on a temporary
     ``experiments.toml`` and runs folder, the backend's default model,
     evaluators off and checkpoints pushed past the last step. Its figure comes
@@ -40,7 +44,13 @@ same seed, hence the very same batches in the same order, and, apart from
     checkpointing, the floor for anything built on it.
 
 It prints a table (steps, tokens, seconds, tokens/s, ratio to the minimal
-loop, CPU use) and the ratio of workbench to TRL defaults, and writes the
+loop, padding: the share of computed tokens that were padding, of floor: the
+share of the compute floor, CPU use) and the ratio of workbench to TRL
+defaults. The compute floor is the machine's fp32 matmul rate (a 2048x2048
+matmul, best of the start and the end of the run, in the same threads)
+divided by 4 FLOP per parameter per trained token (LoRA: the forward, and
+the backward through the frozen weights), ignoring attention. It also prints
+the load average at the start and end and writes the
 figures, per-step times and tokens, versions and machine details to
 ``benchmarks/results/<time>.json``. *CPU use* is the trainer process's CPU
 seconds per wall second over the measured steps: close to the thread count

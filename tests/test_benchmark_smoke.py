@@ -40,6 +40,22 @@ def test_rate_excludes_warmup_steps(tmp_path: Path) -> None:
     assert bench.ratios([result, minimal])["workbench/minimal"] == pytest.approx(0.5)
 
 
+def test_padding_share_and_compute_floor(tmp_path: Path) -> None:
+    bench = load_bench()
+    minimal = bench.Result("minimal", 1, step_end=[0.0, 1.0, 2.0], step_tokens=[9, 60, 90],
+                           step_computed=[12, 100, 100])
+    assert minimal.padding == pytest.approx(1 - 150 / 200)  # warmup step left out
+    assert bench.Result("workbench", 1, step_end=[0.0, 1.0], step_tokens=[1, 2]).padding is None
+    # a safetensors file whose header holds a 3x4 and a 5-element tensor: 17 parameters
+    header = json.dumps({"a": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
+                         "b": {"dtype": "F32", "shape": [5], "data_offsets": [48, 68]},
+                         "__metadata__": {}}).encode()
+    (tmp_path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(68))
+    assert bench.model_params(tmp_path) == 17
+    assert bench.flop_per_token(135_000_000) == pytest.approx(0.54e9)
+    assert bench.matmul_gflops(n=64, repeats=1) > 0
+
+
 def test_missing_train_event_is_an_error(tmp_path: Path) -> None:
     bench = load_bench()
     events = tmp_path / "events.jsonl"
