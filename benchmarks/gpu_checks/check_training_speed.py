@@ -15,7 +15,10 @@ on stdout, the log on stderr). On one GPU, in about three minutes:
 - the queue's ``CUDA_VISIBLE_DEVICES`` assignment (the run's ``gpus``);
 - ``workbench compare``'s generation worker tokens/s against ``model.generate``.
 
-Without a CUDA GPU every row is ``skip`` and the exit code is 0.
+Without a CUDA GPU every row is ``skip`` and the exit code is 0. ``--dry-run``
+runs the same code on the CPU with a 2-layer model of the same width pattern
+and 4 steps, to test the check itself where no GPU is at hand (its figures
+mean nothing).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-STEPS = 500
-EVAL_EVERY, SAVE_EVERY = 50, 100
+STEPS, EVAL_EVERY, SAVE_EVERY, WARMUP = 500, 50, 100, 10
+DRY = False  # --dry-run: on the CPU, tiny, a few steps
 NAMES = ("precision", "study_run_wall", "study_run_tokens_per_s", "minimal_loop_tokens_per_s",
          "vs_minimal_loop", "peak_memory", "nvidia_smi_parser", "queue_cuda_visible_devices",
          "compare_generation")
@@ -63,7 +66,10 @@ def smollm_shaped(folder: Path) -> Path:
              (ROOT / "workbench" / "data" / "greentext" / "train.jsonl").read_text().splitlines()
              if line.strip()]
     tokenizer = build_tokenizer(texts)
-    config = LlamaConfig(**SMOLLM_135M, bos_token_id=tokenizer.bos_token_id,
+    shape = {**SMOLLM_135M, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": len(tokenizer)
+             } if DRY else SMOLLM_135M
+    config = LlamaConfig(**shape, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
@@ -107,11 +113,17 @@ def workbench_run(scratch: Path, model: Path) -> dict[str, Any]:
     exe = Path(sys.executable).with_name("workbench")
     cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "workbench.cli"]
     t0 = time.time()
-    proc = subprocess.run([*cli, "run", "study", "--follow", "-c", str(toml), "--runs-dir",
-                           str(scratch / "runs")], cwd=scratch, capture_output=True, text=True,
-                          timeout=200)
-    wall = time.time() - t0
     run_dir = scratch / "runs" / "study" / "1"
+    try:
+        proc = subprocess.run([*cli, "run", "study", "--follow", "-c", str(toml), "--runs-dir",
+                               str(scratch / "runs")], cwd=scratch, capture_output=True, text=True,
+                              timeout=600 if DRY else 180)
+    except subprocess.TimeoutExpired:
+        stop = subprocess.run([*cli, "stop", "study/1", "-c", str(toml), "--runs-dir", str(scratch / "runs")],
+                              cwd=scratch, capture_output=True, text=True, timeout=60)
+        raise RuntimeError(f"workbench run took over {600 if DRY else 180} s; stopped it "
+                           f"({stop.stdout.strip() or stop.stderr.strip()})") from None
+    wall = time.time() - t0
     status = json.loads((run_dir / "status.json").read_text()) if run_dir.exists() else {}
     if proc.returncode != 0 or status.get("state") != "finished":
         tail = (run_dir / "train.log").read_text(errors="replace")[-1500:] if run_dir.exists() else ""
@@ -123,7 +135,7 @@ def workbench_run(scratch: Path, model: Path) -> dict[str, Any]:
     return {"status": status, "events": events, "wall": wall, "log": log_text}
 
 
-def train_rate(events: list[dict[str, Any]], warmup: int = 10) -> float:
+def train_rate(events: list[dict[str, Any]], warmup: int = WARMUP) -> float:
     """Tokens/s over the train events' wall clock, leaving out the warmup and every step that
     follows an evaluation or a checkpoint (their time is not training)."""
     train = sorted((e for e in events if e.get("type") == "train"), key=lambda e: e["step"])
@@ -136,14 +148,17 @@ def train_rate(events: list[dict[str, Any]], warmup: int = 10) -> float:
     return tokens / seconds if seconds else float("nan")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    global STEPS, EVAL_EVERY, SAVE_EVERY, WARMUP, DRY
+    if "--dry-run" in argv:
+        DRY, STEPS, EVAL_EVERY, SAVE_EVERY, WARMUP = True, 4, 2, 2, 1
     try:
         import torch
     except ImportError as exc:
         for name in NAMES:
             row(name, "skip", f"no torch: {exc}")
         return 0
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not DRY:
         why = (f"no CUDA GPU (torch {torch.__version__}, CUDA_VISIBLE_DEVICES="
                f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
         for name in NAMES:
@@ -153,9 +168,10 @@ def main() -> int:
     from workbench.train.trainer import detect_hardware
 
     hardware = detect_hardware("auto")
-    want = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cuda = torch.cuda.is_available()
+    want = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
     row("precision", "ok" if hardware.precision == want else "FAIL",
-        f"{hardware.precision} on {torch.cuda.get_device_name(0)}")
+        f"{hardware.precision} on {torch.cuda.get_device_name(0) if cuda else 'the CPU'}")
 
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     os.environ.setdefault("WORKBENCH_CACHE", str(scratch / "cache"))
@@ -182,7 +198,7 @@ def main() -> int:
         from bench_train import Settings, run_minimal
 
         s = Settings(model_dir=str(model), data=str(BENCH / "data" / "spread" / "train.jsonl"),
-                     steps=STEPS, warmup=10, max_length=256, device="cuda")
+                     steps=STEPS, warmup=WARMUP, max_length=256, device="cuda" if cuda else "cpu")
         minimal = run_minimal(s)
         row("minimal_loop_tokens_per_s", "value",
             f"{minimal.tokens_per_s:.0f} tokens/s, {minimal.seconds:.1f} s for {minimal.measured_steps} "
@@ -195,13 +211,15 @@ def main() -> int:
     if run is not None:
         peaks = [e["peak_mem_gb"] for e in run["events"]
                  if isinstance(e.get("peak_mem_gb"), (int, float))]
-        total = torch.cuda.get_device_properties(0).total_memory / 1e9
-        if peaks:
+        total = torch.cuda.get_device_properties(0).total_memory / 1e9 if cuda else 0
+        if not cuda:
+            row("peak_memory", "skip", "dry run on the CPU")
+        elif peaks:
             row("peak_memory", "value", f"{max(peaks):.2f} GB of {total:.0f} GB (train events)")
         else:
             row("peak_memory", "FAIL", "no peak_mem_gb in the train events")
         gpus = run["status"].get("gpus")
-        row("queue_cuda_visible_devices", "ok" if gpus and len(gpus) == 1 else "FAIL",
+        row("queue_cuda_visible_devices", "ok" if (gpus and len(gpus) == 1) or not cuda else "FAIL",
             f"the run was given CUDA_VISIBLE_DEVICES={','.join(map(str, gpus or [])) or 'none'}")
 
     try:
@@ -218,7 +236,7 @@ def main() -> int:
     try:
         from bench_generate import measure
 
-        gen = measure(str(model), max_new_tokens=64, repeat=3)
+        gen = measure(str(model), max_new_tokens=8 if DRY else 64, repeat=1 if DRY else 3)
         row("compare_generation", "value",
             f"worker {gen['worker']['tokens_per_s']:.0f} tokens/s in {gen['worker']['messages']} "
             f"messages, model.generate {gen['generate']['tokens_per_s']:.0f}: {gen['ratio']:.2f}x")
@@ -228,4 +246,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
