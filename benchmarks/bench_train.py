@@ -168,11 +168,21 @@ class Result:
             return None
         return (self.step_cpu[-1] - self.step_cpu[self.warmup - 1]) / self.seconds
 
+    @property
+    def tokens_per_cpu_s(self) -> float | None:
+        """Tokens per second of the trainer process's own CPU time: with ``--threads 1`` a figure
+        that other processes' load barely moves (they take wall time, not this process's CPU)."""
+        if len(self.step_cpu) != len(self.step_end):
+            return None
+        cpu = self.step_cpu[-1] - self.step_cpu[self.warmup - 1]
+        return self.tokens / cpu if cpu > 0 else None
+
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name, "steps": self.measured_steps, "warmup": self.warmup, "tokens": self.tokens,
             "seconds": round(self.seconds, 4), "tokens_per_s": round(self.tokens_per_s, 2),
             "cpu_use": None if self.cpu_use is None else round(self.cpu_use, 3),
+            "tokens_per_cpu_s": None if self.tokens_per_cpu_s is None else round(self.tokens_per_cpu_s, 2),
             "padding": None if self.padding is None else round(self.padding, 4),
             "threads": self.threads, "step_tokens": self.step_tokens,
             "step_seconds": [round(b - a, 4) for a, b in zip(self.step_end, self.step_end[1:], strict=False)],
@@ -654,7 +664,14 @@ def best(results: list[Result]) -> list[Result]:
         for d in fastest:
             ends.append(ends[-1] + d)
         uses = [r.cpu_use for r in group if r.cpu_use is not None]
+        cpu_ends: list[float] = []
+        if all(len(r.step_cpu) == len(r.step_end) for r in group):  # the same, for CPU time
+            cpu_steps = [[b - a for a, b in zip(r.step_cpu, r.step_cpu[1:], strict=False)] for r in group]
+            cpu_ends = [0.0]
+            for d in (min(column) for column in zip(*cpu_steps, strict=True)):
+                cpu_ends.append(cpu_ends[-1] + d)
         combined = Result(name, first.warmup, step_end=ends, step_tokens=list(first.step_tokens),
+                          step_cpu=cpu_ends,
                           step_computed=list(first.step_computed), threads=first.threads,
                           notes={"fastest_step_of": len(group), "batching": first.notes.get("batching"),
                                  "cpu_use_max": max(uses) if uses else None})
@@ -666,7 +683,7 @@ def fmt_table(results: list[Result], floor: float | None = None) -> str:
     """The printed table: one row per trainer (``floor``: the compute floor in tokens/s)."""
     minimal = next((r for r in results if r.name == "minimal"), None)
     header = ["trainer", "steps", "tokens", "seconds", "tokens/s", "vs minimal", "padding",
-              "of floor", "cpu use"]
+              "of floor", "cpu use", "tokens/cpu-s", "vs minimal (cpu)"]
     rows = []
     for r in results:
         ratio = f"{r.tokens_per_s / minimal.tokens_per_s:.3f}x" if minimal else "-"
@@ -674,8 +691,12 @@ def fmt_table(results: list[Result], floor: float | None = None) -> str:
         use = "-" if cpu is None else f"{cpu:.2f}"
         padding = "-" if r.padding is None else f"{r.padding:.0%}"
         share = f"{r.tokens_per_s / floor:.0%}" if floor else "-"
+        per_cpu = r.tokens_per_cpu_s
+        base_cpu = minimal.tokens_per_cpu_s if minimal else None
+        cpu_ratio = f"{per_cpu / base_cpu:.3f}x" if per_cpu and base_cpu else "-"
         rows.append([r.name, str(r.measured_steps), str(r.tokens), f"{r.seconds:.2f}",
-                     f"{r.tokens_per_s:.1f}", ratio, padding, share, use])
+                     f"{r.tokens_per_s:.1f}", ratio, padding, share, use,
+                     "-" if per_cpu is None else f"{per_cpu:.1f}", cpu_ratio])
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
     lines = []
     for row in [header, *rows]:
@@ -695,6 +716,10 @@ def ratios(results: list[Result]) -> dict[str, float]:
             out[f"{name}/minimal"] = round(rate / by["minimal"], 4)
     if "workbench" in by and "trl-defaults" in by:
         out["workbench/trl-defaults"] = round(by["workbench"] / by["trl-defaults"], 3)
+    cpu = {r.name: r.tokens_per_cpu_s for r in results if r.tokens_per_cpu_s}
+    if "minimal" in cpu:
+        for name, rate in cpu.items():
+            out[f"{name}/minimal (cpu)"] = round(rate / cpu["minimal"], 4)
     return out
 
 
@@ -849,6 +874,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         verdict = "meets" if rat["workbench/minimal"] >= MIN_RATIO else "misses"
         print(f"workbench vs minimal loop: {rat['workbench/minimal']:.3f}x "
               f"({verdict} the {MIN_RATIO}x target)")
+    if "workbench/minimal (cpu)" in rat:
+        print(f"workbench vs minimal loop per CPU second: {rat['workbench/minimal (cpu)']:.3f}x")
     # the tiny model's steps are too small to keep every thread busy: no verdict there
     starved = contention(shown) if args.model == "smollm2" else []
     if starved:
