@@ -135,7 +135,7 @@ def workbench_run(scratch: Path, model: Path) -> dict[str, Any]:
     return {"status": status, "events": events, "wall": wall, "log": log_text}
 
 
-def train_rate(events: list[dict[str, Any]], warmup: int = WARMUP) -> float:
+def train_rate(events: list[dict[str, Any]], warmup: int) -> float:
     """Tokens/s over the train events' wall clock, leaving out the warmup and every step that
     follows an evaluation or a checkpoint (their time is not training)."""
     train = sorted((e for e in events if e.get("type") == "train"), key=lambda e: e["step"])
@@ -187,7 +187,7 @@ def main(argv: list[str]) -> int:
                      if ln.startswith("batching")), "?")
         row("study_run_wall", "value", f"{run['wall']:.1f} s for {STEPS} steps through `workbench run` "
             f"(training {train_seconds} s; batching {used})")
-        rate = train_rate(run["events"])
+        rate = train_rate(run["events"], WARMUP)
         row("study_run_tokens_per_s", "value", f"{rate:.0f} trained tokens/s (status: "
             f"{status.get('tokens_per_s')})")
     except Exception as exc:  # noqa: BLE001 - a row, not a traceback
