@@ -40,3 +40,19 @@ def test_a_failing_check_fails_the_run_in_the_table(tmp_path: Path, body: str, s
     assert proc.returncode == 1
     assert "all good" in proc.stdout and shown in proc.stdout
     assert "result: 1 of 2 checks FAILED" in proc.stdout
+
+
+def test_study_rate_leaves_out_warmup_and_the_steps_after_evaluations_and_checkpoints() -> None:
+    import importlib.util
+
+    path = SCRIPT.parent / "gpu_checks" / "check_training_speed.py"
+    spec = importlib.util.spec_from_file_location("check_training_speed", path)
+    assert spec and spec.loader
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    # steps 1..120, one second and 100 tokens each, but 50 s more after each eval/checkpoint step
+    events, now = [], 0.0
+    for step in range(1, 121):
+        now += 1.0 + (50.0 if (step - 1) and (step - 1) % 50 == 0 else 0.0)
+        events.append({"type": "train", "step": step, "time": now, "tokens": 100})
+    assert check.train_rate(events, warmup=10) == pytest.approx(100.0)
