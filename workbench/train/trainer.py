@@ -236,8 +236,8 @@ def sft_config(experiment: Any, run_dir: Path, hardware: Hardware,
         train_sampling_strategy=sampling_strategy(batching or t.batching),  # type: ignore[arg-type]
         max_length=t.max_length,
         packing=False,
-        padding_free=False,  # our collator packs (see workbench.train.batching); TRL's flag
-        pad_to_multiple_of=None,  # would refuse max_length. Padded batches: to the longest row.
+        padding_free=False,  # our collator packs (workbench.train.batching); TRL's flag refuses max_length
+        pad_to_multiple_of=None,  # padded batches: to their longest row only
         dataset_text_field="text",
         **checkpointing,
     )
