@@ -168,7 +168,7 @@ def fast_path(train: Any, hardware: Hardware, liger_available: bool | None = Non
     available = liger_installed() if liger_available is None else liger_available
     if train.liger and not available:
         raise UserError("train.liger = true, but liger-kernel is not installed", kind="config",
-                        hint="pip install liger-kernel, or leave train.liger unset")
+                        hint="pip install liger-kernel (the [liger] extra), or leave train.liger unset")
     if train.liger and not hardware.cuda:
         raise UserError("train.liger = true needs a CUDA GPU", kind="config",
                         hint="leave train.liger unset (on with CUDA when installed)")
