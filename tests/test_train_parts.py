@@ -123,7 +123,8 @@ def test_cpu_training_loss_is_the_model_s_own_and_trl_s(tiny_llama_dir: Path, tm
     model = attach_lora(model, exp, backend)
     data = Path(__file__).resolve().parents[1] / "workbench" / "data" / "greentext" / "train.jsonl"
     texts = [json.loads(line)["greentexts"] for line in data.read_text(encoding="utf-8").splitlines()[:16]]
-    trainer = build_trainer(model, tokenizer, texts, sft_config(exp, tmp_path, hardware), [])
+    trainer = build_trainer(model, tokenizer, texts, sft_config(exp, tmp_path, hardware), [],
+                            batching="padded")  # a padded batch: attention_mask below
     batch = next(iter(trainer.get_train_dataloader()))
     labels = batch["labels"]
     assert (labels != -100).sum() > 20, "a batch with real text"
