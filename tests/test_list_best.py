@@ -6,19 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workbench import runs
+from cli_project import TINY_TOML
 
-TOML = """\
-[defaults]
-backend = "tiny"
-[defaults.data]
-source = "bundled:greentext"
-[experiments.tiny]
-"""
+from workbench import runs
 
 
 def test_list_keeps_an_older_runs_result_when_the_latest_was_stopped(tmp_path: Path) -> None:
-    (tmp_path / "experiments.toml").write_text(TOML)
+    (tmp_path / "experiments.toml").write_text(TINY_TOML)
     root = tmp_path / "runs"
     for run_id, fields in (("1", {"state": "failed", "best_perplexity": 301.5}),
                            ("2", {"state": "finished", "best_perplexity": 263.64, "best_bits_per_byte": 1.9}),
@@ -37,7 +31,7 @@ def test_list_keeps_an_older_runs_result_when_the_latest_was_stopped(tmp_path: P
 
 
 def test_report_notes_a_run_with_no_samples_yet(tmp_path: Path) -> None:
-    toml = TOML.replace("[defaults]\n", '[defaults]\nprompts = [">be me"]\n')
+    toml = TINY_TOML.replace("[defaults]\n", '[defaults]\nprompts = [">be me"]\n')
     (tmp_path / "experiments.toml").write_text(toml)
     root = tmp_path / "runs"
     for run_id, sampled in (("1", True), ("2", False)):

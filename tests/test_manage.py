@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_project import TINY_TOML, workbench
 
 from workbench import runmeta, runs
 
-TOML = """\
-[defaults]
-backend = "tiny"
-[defaults.data]
-source = "bundled:greentext"
-[experiments.tiny]
-"""
-
-
-def workbench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
-
 
 def project(tmp_path: Path, *states: str) -> Path:
-    (tmp_path / "experiments.toml").write_text(TOML)
+    (tmp_path / "experiments.toml").write_text(TINY_TOML)
     for state in states:
         path = runs.new_run_dir(tmp_path / "runs", "tiny")
         (path / runs.CONFIG).write_text('{"experiment": {"name": "tiny", "backend": "tiny"}}')

@@ -12,16 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_project import TINY_TOML
 
 pytest.importorskip("textual_serve", reason="textual-serve is not installed (pip install 'workbench[serve]')")
 
-TOML = """\
-[defaults]
-backend = "tiny"
-[defaults.data]
-source = "bundled:greentext"
-[experiments.tiny]
-"""
 
 
 def free_port() -> int:
@@ -31,7 +25,7 @@ def free_port() -> int:
 
 
 def test_serve_starts_and_answers_on_localhost(tmp_path: Path) -> None:
-    (tmp_path / "experiments.toml").write_text(TOML)
+    (tmp_path / "experiments.toml").write_text(TINY_TOML)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", "--host", "127.0.0.1",
                              "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE,
