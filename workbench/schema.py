@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from workbench import sampling
 from workbench.searchspec import Search
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -105,11 +106,11 @@ class DataSettings(Strict):
 
 
 class SamplingSettings(Strict):
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(0.9, gt=0, le=1)
-    max_new_tokens: Size = 60
-    seed: Seed = 1234
-    num_samples: int = Field(1, gt=0, le=64)
+    temperature: float = Field(sampling.TEMPERATURE, ge=0)
+    top_p: float = Field(sampling.TOP_P, gt=0, le=1)
+    max_new_tokens: Size = sampling.MAX_NEW_TOKENS
+    seed: Seed = sampling.SEED
+    num_samples: int = Field(sampling.NUM_SAMPLES, gt=0, le=64)
 
 
 class DistributedSettings(Strict):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench import runs
+from workbench import runs, sampling
 
 WORKER_MODULE = "workbench.generate.worker"
 FINAL = "final"
@@ -309,8 +309,10 @@ class GenerationClient:
                 request._fail(self._death_reason(proc.returncode))
         return request
 
-    def generate(self, panes: list[dict[str, Any]], prompt: str, *, temperature: float = 0.7,
-                 top_p: float = 0.9, max_new_tokens: int = 60, seed: int = 1234, n: int = 1) -> Request:
+    def generate(self, panes: list[dict[str, Any]], prompt: str, *,
+                 temperature: float = sampling.TEMPERATURE, top_p: float = sampling.TOP_P,
+                 max_new_tokens: int = sampling.MAX_NEW_TOKENS, seed: int = sampling.SEED,
+                 n: int = sampling.NUM_SAMPLES) -> Request:
         """Generate ``n`` seeded samples of ``prompt`` in every pane (see :func:`run_pane`)."""
         return self.submit("generate", panes, n=n, prompt=prompt, temperature=temperature,
                            top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)

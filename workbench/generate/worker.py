@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from workbench import offline
+from workbench import offline, sampling
 from workbench.generate.client import GenerationError, adapter_path, run_base
 from workbench.train.errors import UserError, first_line
 
@@ -185,11 +185,12 @@ class Worker:
             if not isinstance(prompt, str):
                 raise TypeError("the prompt must be a string")
             settings = {
-                "temperature": float(request.get("temperature", 0.7)),
-                "top_p": float(request.get("top_p", 0.9)),
-                "max_new_tokens": int(request.get("max_new_tokens", 60)),
+                "temperature": float(request.get("temperature", sampling.TEMPERATURE)),
+                "top_p": float(request.get("top_p", sampling.TOP_P)),
+                "max_new_tokens": int(request.get("max_new_tokens", sampling.MAX_NEW_TOKENS)),
             }
-            seed, n = int(request.get("seed", 1234)), max(int(request.get("n", 1)), 1)
+            seed = int(request.get("seed", sampling.SEED))
+            n = max(int(request.get("n", sampling.NUM_SAMPLES)), 1)
         except (KeyError, TypeError, ValueError) as exc:
             for pane in panes:
                 self.send(id=rid, pane=pane.get("pane"), error=f"bad request: {describe(exc)}")
