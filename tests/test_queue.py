@@ -235,10 +235,10 @@ def test_list_shows_each_experiment_and_its_latest_run(project):
     runs.write_status(project / "runs" / "a" / "1", best_perplexity=12.3456, best_bits_per_byte=1.5)
     lines = workbench(project, "list").stdout.splitlines()
     assert lines[0].split() == ["experiment", "backend", "model", "r", "steps", "latest", "run", "state",
-                                "ppl", "bits/byte"]
+                                "best", "held-out", "ppl", "best", "bits/byte"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert list(rows) == ["a", "b", "c", "d", "bad", "e"]
-    assert rows["a"] == ["a", "fake", "none", "8", "500", "a#1", "finished", "12.346", "1.500"]
+    assert rows["a"] == ["a", "fake", "none", "8", "500", "a#1", "finished", "12.346", "1.5000"]
     assert rows["bad"][5:8] == ["bad#1", "failed", "(error)"]
     assert rows["b"][5:] == ["-", "-", "-", "-"]
 
@@ -264,7 +264,10 @@ def test_a_vanished_run_says_so_and_resumes_from_its_checkpoint(project):
     workbench(project, "run", "a")
     wait_for(lambda: states(project) == {"a#1": "running"})
     run_dir = project / "runs" / "a" / "1"
-    (run_dir / runs.CHECKPOINTS / "checkpoint-2").mkdir(parents=True)  # what the trainer saved before
+    saved = run_dir / runs.CHECKPOINTS / "checkpoint-2"  # what the trainer saved before: complete
+    saved.mkdir(parents=True)
+    for name in (*runs.CHECKPOINT_FILES, runs.ADAPTER_WEIGHTS[0]):
+        (saved / name).write_text("{}")
     kill_run(project, "a#1")  # the machine rebooted, or the OOM killer came
     out = workbench(project, "status", "a#1").stdout
     assert out.splitlines()[0] == "a#1: failed (vanished)"
@@ -282,8 +285,8 @@ def test_resume_refuses_a_run_that_never_checkpointed(project):
     result = subprocess.run([sys.executable, "-m", "workbench.cli", "resume", "a#1"], cwd=project,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("workbench: error: a#1 has no checkpoint to resume from; "
-                                     "start a new run instead")
+    assert result.stderr.strip() == ("workbench: error: a#1 has no checkpoint to resume from (a complete "
+                                     "one holds trainer_state.json and the adapter); start a new run instead")
     assert states(project) == {"a#1": "failed"}
 
 
