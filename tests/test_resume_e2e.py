@@ -36,7 +36,7 @@ PLUGIN = '''
 import time
 from pathlib import Path
 
-from workbench.api import Evaluator, hookimpl
+from workbench.api import Evaluator, Metric, hookimpl
 
 HERE = Path(__file__).parent
 
@@ -52,7 +52,8 @@ def worsening(ctx):
 
 @hookimpl
 def register_evaluators(register):
-    register(Evaluator("worsening", worsening, description="gets worse every step"))
+    register(Evaluator("worsening", worsening, description="gets worse every step",
+                       metrics=(Metric("perplexity", better="lower"), Metric("bits_per_byte", better="lower"))))
 
 
 @hookimpl
