@@ -196,6 +196,39 @@ def test_a_replaced_log_rebuilds_the_summary(tmp_path):
     assert summary.summarise(run_dir).max_step == 7
 
 
+def test_lr_and_grad_norm_series_are_kept_bounded_and_an_old_summary_rebuilds(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    for step in range(1, 5001):
+        runs.append_event(run_dir, "train", step=step, loss=1.0, lr=1e-3 * (1 - step / 5000),
+                          grad_norm=9.0 if step == 4321 else 0.5, tokens=10, tokens_per_s=100.0)
+    folded = summary.summarise(run_dir)
+    lr, grad = folded.lr.points(), folded.grad_norm.points()
+    assert lr[-1] == (5000.0, 0.0) and lr[0] == (1.0, pytest.approx(1e-3 * (1 - 1 / 5000)))
+    assert len(grad) <= 2 * folded.grad_norm.cap + 1 and (4321.0, 9.0) in grad  # bounded, the spike kept
+    # a summary cached by the previous format (no lr/grad_norm series) is rebuilt, not trusted
+    cache = json.loads((run_dir / summary.SUMMARY).read_text())
+    old = {k: v for k, v in cache.items() if k not in ("lr", "grad_norm", "recent")} | {"version": 1}
+    (run_dir / summary.SUMMARY).write_text(json.dumps(old))
+    runs.append_event(run_dir, "train", step=5001, loss=1.0, lr=2e-4, grad_norm=0.25)
+    again = summary.summarise(run_dir)
+    assert again.lr.points()[-1] == (5001.0, 2e-4) and again.lr.count == 5001
+    assert json.loads((run_dir / summary.SUMMARY).read_text())["version"] == summary.VERSION
+
+
+def test_recent_tokens_per_s_is_the_last_steps_rate_next_to_the_whole_run_average(tmp_path):
+    run_dir = tmp_path / "runs" / "fast" / "1"
+    run_dir.mkdir(parents=True)
+    for step in range(1, 101):  # 100 slow steps, then WINDOW fast ones
+        runs.append_event(run_dir, "train", step=step, loss=1.0, tokens=100, tokens_per_s=500.0)
+    for step in range(101, 101 + summary.WINDOW):
+        runs.append_event(run_dir, "train", step=step, loss=1.0, tokens=100, tokens_per_s=4000.0)
+    runs.write_status(run_dir, state="running", step=100 + summary.WINDOW)
+    timings = view(runs.resolve(tmp_path / "runs", "fast#1")).timings
+    assert timings.recent_tokens_per_s == pytest.approx(4000.0)
+    assert timings.tokens_per_s == pytest.approx(120 * 100 / (100 * 0.2 + 20 * 0.025))  # whole run
+
+
 def test_long_series_stay_bounded_and_keep_spikes():
     s = summary.StreamSeries(cap=100)
     for step in range(1, 200_001):

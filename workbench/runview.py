@@ -26,6 +26,9 @@ from workbench.series import downsample
 from workbench.summary import Point, Summary, summarise
 
 LOSS = "loss"  # the training loss series name for :meth:`RunView.series`
+LR = "lr"  # the learning rate logged with each train event
+GRAD_NORM = "grad_norm"  # the gradient norm logged with each train event
+TRAIN_SERIES = (LOSS, LR, GRAD_NORM)  # series of train events (the rest are evaluation metrics)
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,16 @@ class Timings:
     created). ``train_seconds``: wall time in training processes, summed
     over them, the gaps between a stop and a resume excluded.
     ``tokens_per_s``: trained tokens over step time, averaged over every
-    measured step (not the last one's rate).
+    measured step (not the last one's rate). ``recent_tokens_per_s``: the
+    same over the last :data:`~workbench.summary.WINDOW` measured steps (what
+    a running run does now; the progress line shows it).
     """
 
     started: float | None = None
     ended: float | None = None
     train_seconds: float | None = None
     tokens_per_s: float | None = None
+    recent_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,13 +120,15 @@ class RunView:
         return {m.name: m.metric for m in self.metrics}
 
     def series(self, name: str, buckets: int | None = None) -> list[Point]:
-        """``(step, value)`` points of ``loss`` or a metric, thinned to about ``2 * buckets``.
+        """``(step, value)`` points of ``loss``, ``lr``, ``grad_norm`` or a metric, thinned to about
+        ``2 * buckets``.
 
-        The loss series is kept downsampled as events arrive (at most about
+        The train series are kept downsampled as events arrive (at most about
         a thousand points however long the run); ``buckets`` thins further
         for drawing.
         """
-        points = self.summary.loss.points() if name == LOSS else self.summary.metric_series(name)
+        points = (getattr(self.summary, name).points() if name in TRAIN_SERIES
+                  else self.summary.metric_series(name))
         return downsample(points, buckets) if buckets else points
 
     def samples(self) -> tuple[int | None, list[dict[str, Any]]]:
@@ -177,7 +185,7 @@ def _timings(status: Status, summary: Summary) -> Timings:
         seconds = total if total > 0 else None
     rate = (summary.train_tokens / summary.train_seconds if summary.train_seconds > 0
             else status.tokens_per_s)
-    return Timings(started, status.ended, seconds, rate)
+    return Timings(started, status.ended, seconds, rate, summary.recent_tokens_per_s)
 
 
 def _warnings(status: Status, summary: Summary) -> list[str]:

@@ -4,7 +4,9 @@ A :class:`Summary` is the run's event log reduced to what every surface
 shows: steps done, the last train event, tokens and step-seconds (for the
 average tokens/s), the process sessions (for the training time without
 resume gaps), every evaluation, samples, checkpoints, evaluator errors and
-the malformed lines, plus downsampled loss and metric series for charts.
+the malformed lines, plus downsampled loss, learning-rate and grad-norm
+series and the metric series for charts, and the tokens and step-seconds
+of the last :data:`WINDOW` train events (the recent tokens/s).
 It is built by folding events in order, so it grows incrementally: the fold
 state is saved as ``.summary.json`` with the byte offset of ``events.jsonl``
 it covers, and the next reader folds only the bytes appended since. A
@@ -34,8 +36,9 @@ from workbench.metrics import ENGINE_EVAL_FIELDS
 from workbench.records import number, parse_event
 
 SUMMARY = ".summary.json"
-VERSION = 1
+VERSION = 2  # 2: lr and grad_norm series, the recent-rate window
 CHUNK = 1 << 22
+WINDOW = 20  # train events in the recent tokens/s (the progress line)
 MAX_DAMAGE = 5  # malformed lines named individually; the rest are counted
 _NUM = (int, float)
 _NUM_NONE = (int, float, type(None))
@@ -138,6 +141,9 @@ class Summary:
     train_tokens: float = 0.0
     train_seconds: float = 0.0
     loss: StreamSeries = field(default_factory=StreamSeries)
+    lr: StreamSeries = field(default_factory=StreamSeries)
+    grad_norm: StreamSeries = field(default_factory=StreamSeries)
+    recent: list[list[float]] = field(default_factory=list)  # [tokens, step seconds] of the last WINDOW
     evals: list[dict[str, Any]] = field(default_factory=list)  # {"step", "time", "metrics"}
     samples: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[int] = field(default_factory=list)
@@ -180,12 +186,11 @@ class Summary:
             self.max_step = step if self.max_step is None else max(self.max_step, step)
             self.last_train = ev
             n, rate = number(ev.get("tokens")), number(ev.get("tokens_per_s"))
-            if n and rate:
-                self.train_tokens += n
-                self.train_seconds += n / rate
-            loss = number(ev.get("loss"))
-            if loss is not None:
-                self.loss.add(float(step), loss)
+            self._fold_rate(n, rate)
+            for name in ("loss", "lr", "grad_norm"):
+                value = number(ev.get(name))
+                if value is not None:
+                    getattr(self, name).add(float(step), value)
         elif kind == "eval" and step is not None:
             metrics = {k: v for k, v in ev.items()
                        if k not in ENGINE_EVAL_FIELDS and (number(v) is not None or v is None
@@ -227,15 +232,27 @@ class Summary:
         if self.max_step is None or step > self.max_step:
             self.max_step = step
         self.last_train = ev
+        self._fold_rate(n, rate)
+        if loss is not None:
+            self.loss.add(step, loss)
+        lr, grad_norm = ev.get("lr"), ev.get("grad_norm")
+        if lr is not None and lr == lr:
+            self.lr.add(step, lr)
+        if grad_norm is not None and grad_norm == grad_norm:
+            self.grad_norm.add(step, grad_norm)
+        return True
+
+    def _fold_rate(self, n: float | None, rate: float | None) -> None:
         if n and rate:
             self.train_tokens += n
             self.train_seconds += n / rate
-        if loss is not None:
-            self.loss.add(step, loss)
-        return True
+            self.recent.append([n, n / rate])
+            if len(self.recent) > WINDOW:
+                del self.recent[0]
 
     def _cut(self, step: int) -> None:
-        self.loss.cut(step)
+        for series in (self.loss, self.lr, self.grad_norm):
+            series.cut(step)
         self.evals = [e for e in self.evals if e["step"] <= step]
         self.samples = [s for s in self.samples if not isinstance(s.get("step"), int) or s["step"] <= step]
         self.checkpoints = [c for c in self.checkpoints if c <= step]
@@ -282,6 +299,12 @@ class Summary:
         return list(names)
 
     @property
+    def recent_tokens_per_s(self) -> float | None:
+        """Tokens over step time of the last :data:`WINDOW` measured train events (``None`` before any)."""
+        seconds = sum(s for _, s in self.recent)
+        return sum(n for n, _ in self.recent) / seconds if seconds > 0 else None
+
+    @property
     def is_resumed(self) -> bool:
         return self.resumes > 0
 
@@ -294,7 +317,8 @@ class Summary:
             "resumes": self.resumes, "max_step": self.max_step,
             "last_train": {k: self.last_train.get(k) for k in _LAST_TRAIN} if self.last_train else None,
             "train_tokens": self.train_tokens, "train_seconds": self.train_seconds,
-            "loss": self.loss.to_json(), "evals": self.evals, "samples": self.samples,
+            "loss": self.loss.to_json(), "lr": self.lr.to_json(), "grad_norm": self.grad_norm.to_json(),
+            "recent": self.recent, "evals": self.evals, "samples": self.samples,
             "checkpoints": self.checkpoints, "last_status": self.last_status,
             "eval_errors": self.eval_errors, "line": self._line,
         }
@@ -309,7 +333,9 @@ class Summary:
             sessions=[list(x) for x in data["sessions"]], resumes=int(data["resumes"]),
             max_step=data["max_step"], last_train=data["last_train"],
             train_tokens=float(data["train_tokens"]), train_seconds=float(data["train_seconds"]),
-            loss=StreamSeries.from_json(data["loss"]), evals=list(data["evals"]),
+            loss=StreamSeries.from_json(data["loss"]), lr=StreamSeries.from_json(data["lr"]),
+            grad_norm=StreamSeries.from_json(data["grad_norm"]),
+            recent=[[float(n), float(t)] for n, t in data["recent"]], evals=list(data["evals"]),
             samples=list(data["samples"]), checkpoints=[int(c) for c in data["checkpoints"]],
             last_status=data["last_status"], eval_errors=dict(data["eval_errors"]),
         )

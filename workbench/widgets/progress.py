@@ -1,4 +1,7 @@
-"""A run's progress on one line: bar, step, ETA, average tokens per second, training and wall time.
+"""A run's progress on one line: bar, step, ETA, tokens per second, training and wall time.
+
+Tokens per second: over the last steps while the run runs (labelled
+``tok/s (last 20 steps)``), else the whole-run average (``tok/s avg``).
 
 Training time counts only the time training processes ran (the run model's
 definition); wall time runs from the start to the end (or now, ticking every
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.widget import Widget
 
+from workbench.summary import WINDOW
 from workbench.widgets.format import fmt_duration, fmt_rate
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -31,6 +35,7 @@ class Progress:
     elapsed_s: float | None = None
     state: str = ""
     train_s: float | None = None  # time in training processes (stops and queue waits excluded)
+    recent_rate: bool = False  # tokens_per_s is over the last steps' window, not the whole run
 
     @property
     def fraction(self) -> float:
@@ -73,7 +78,8 @@ class RunProgress(Widget):
             parts.append(f"ETA {fmt_duration(p.eta_s)}" if p.eta_s is not None else "ETA -")
         wide = self.size.width > 60
         if p.tokens_per_s:
-            parts.append(f"{fmt_rate(p.tokens_per_s)} tok/s" + (" avg" if wide else ""))
+            label = f" (last {WINDOW} steps)" if p.recent_rate else " avg"
+            parts.append(f"{fmt_rate(p.tokens_per_s)} tok/s" + (label if wide else ""))
         if p.train_s is not None and wide:
             parts.append(f"{fmt_duration(p.train_s)} training")
         if p.elapsed_s is not None:

@@ -4,7 +4,8 @@ The panel only displays; the main screen decides which run (and which
 overlaid runs) it shows and hands them over with their read models
 (:class:`~workbench.runview.RunView`). The charts draw the views' kept,
 downsampled series (training loss, and the metric the user picks: ``m``
-cycles through every metric the run declared or reported), so a run of
+cycles through every metric the run declared or reported, then the learning
+rate and the gradient norm logged with the train events), so a run of
 200k steps draws as fast as a short one. The main screen mounts the panel
 just after the first frame, so the experiments table paints without waiting
 for the charts (textual-plotext) to load.
@@ -22,7 +23,7 @@ from textual.widgets import Log, Static, TabbedContent, TabPane
 from workbench.metrics import BUILTIN, PERPLEXITY, Metric, undeclared
 from workbench.runmeta import RunMeta
 from workbench.runs import Run
-from workbench.runview import LOSS, RunView
+from workbench.runview import GRAD_NORM, LOSS, LR, RunView
 from workbench.series import ChartView
 from workbench.widgets.charts import PALETTE, Curve, Legend, MetricChart
 from workbench.widgets.details import DetailText, RunHistory, samples_text
@@ -34,6 +35,7 @@ LOG_IN_BANNER = 4  # last lines of train.log shown under a failed run's error
 LOG_IN_SHORT_BANNER = 1  # on a short terminal: the last line, the error itself, is what fits
 DEFAULT_METRIC = PERPLEXITY.name  # the right chart's metric until the user picks another
 ARROWS = {"lower": "↓", "higher": "↑"}
+TRAIN_CHARTS = {LR: "learning rate", GRAD_NORM: "grad norm"}  # train-event series ``m`` also offers
 IN_TITLE = {"perplexity": "ppl", "bits_per_byte": "bits/B"}  # the built-ins' words in the panel title
 
 
@@ -77,7 +79,11 @@ def banner_text(run: Run, view: RunView | None, log_tail: list[str], log_lines: 
 
 
 def progress_of(run: Run, view: RunView | None, now: float) -> Progress:
-    """Step, ETA (from the steps over the training time), average tokens/s and elapsed time."""
+    """Step, ETA (from the steps over the training time), tokens/s and elapsed time.
+
+    Tokens/s is the recent rate (the last steps' window) while the run runs,
+    else the whole-run average (what ``status`` and results say).
+    """
     st = view.status if view is not None else typed(run.status)
     step = max(st.step or 0, (view.steps if view else None) or 0)
     total = (view.max_steps if view else None) or st.max_steps
@@ -90,10 +96,11 @@ def progress_of(run: Run, view: RunView | None, now: float) -> Progress:
     rate = step / trained if (trained and step) else None
     eta = (total - step) / rate if (rate and total and running) else None
     tokens = (timings.tokens_per_s if timings else None) or st.tokens_per_s
+    recent = timings.recent_tokens_per_s if (timings is not None and running) else None
     if running and trained is not None and timings is not None and timings.started is not None:
         trained = min(trained, now - timings.started)  # never more than the wall time so far
-    return Progress(step=step, max_steps=total, eta_s=eta, tokens_per_s=tokens, elapsed_s=elapsed,
-                    state=st.state, train_s=trained)
+    return Progress(step=step, max_steps=total, eta_s=eta, tokens_per_s=recent or tokens, elapsed_s=elapsed,
+                    state=st.state, train_s=trained, recent_rate=recent is not None)
 
 
 def metric_of(views: list[RunView | None], name: str) -> Metric:
@@ -106,9 +113,11 @@ def metric_of(views: list[RunView | None], name: str) -> Metric:
 
 
 def metric_names(view: RunView | None) -> list[str]:
-    """The metrics a run's right chart can show: declared ones first, then any other reported."""
+    """What a run's right chart can show: declared metrics first, then any other reported, then the
+    learning rate and grad norm when the train events logged them."""
     names = [m.name for m in view.metrics] if view is not None else []
-    return names or [DEFAULT_METRIC]
+    names = names or [DEFAULT_METRIC]
+    return names + [n for n in TRAIN_CHARTS if view is not None and view.series(n)]
 
 
 class RunPanel(Vertical):
@@ -191,6 +200,8 @@ class RunPanel(Vertical):
         chart = self.query_one("#ppl-chart", MetricChart)
         if self.metric == DEFAULT_METRIC:  # the default view, as it always looked
             chart.set_title("held-out perplexity", "perplexity", log_scale_ok=True)
+        elif self.metric in TRAIN_CHARTS:
+            chart.set_title(TRAIN_CHARTS[self.metric], TRAIN_CHARTS[self.metric], log_scale_ok=False)
         else:
             metric = metric_of([v for _, v in shown], self.metric)
             arrow = ARROWS.get(metric.better or "", "")
