@@ -6,6 +6,7 @@ from helpers import NOW, T0, ready, screen_text, until
 from textual.widgets import Footer
 
 from workbench import runs
+from workbench.widgets.charts import MetricChart
 from workbench.widgets.experiments import ExperimentsTable
 
 
@@ -72,7 +73,7 @@ async def test_progress_line_ticks_wall_time_and_shows_training_time(workspace) 
         progress = app.main.query_one("#progress", RunProgress)
         await until(pilot, lambda: "30s wall" in progress.describe(), what="wall time")
         text = progress.describe()
-        assert "10s training" in text and "2.0k tok/s avg" in text
+        assert "10s training" in text and "2.0k tok/s (last 20 steps)" in text  # running: the recent rate
         clock[0] += 5  # no event arrives: the wall time still moves within a second or so
         await until(pilot, lambda: "35s wall" in progress.describe(), what="wall time ticking")
         assert "10s training" in progress.describe()
@@ -211,3 +212,45 @@ async def test_narrow_results_name_the_columns_off_screen_and_scroll_to_them(wor
         await pilot.press("t")
         await pilot.pause(0.3)
         assert pilot.app.screen.hidden_columns() == []
+
+
+async def test_progress_line_shows_the_recent_tokens_per_s_of_a_running_run(workspace) -> None:
+    from workbench.widgets.progress import RunProgress
+
+    run_dir = workspace.make_run("alpha", "running", steps=60, rate=500.0)  # slow for 60 steps...
+    for step in range(61, 81):  # ...then 20 fast ones
+        runs.append_event(run_dir, "train", step=step, loss=1.0, tokens=256, tokens_per_s=8000.0,
+                          time=T0 + 30 + (step - 60) * 0.05)
+    runs.write_status(run_dir, step=80)
+    app = workspace.app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        progress = app.main.query_one("#progress", RunProgress)
+        await until(pilot, lambda: "tok/s" in progress.describe(), what="the rate")
+        assert "8.0k tok/s (last 20 steps)" in progress.describe()
+        whole = app.views[run_dir].timings.tokens_per_s  # what status and results say
+        assert whole is not None and whole < 2000
+
+
+async def test_m_charts_the_learning_rate_and_grad_norm_with_their_latest_values(workspace) -> None:
+    run_dir = workspace.make_run("alpha", "finished", steps=0)
+    for step in range(1, 41):
+        runs.append_event(run_dir, "train", step=step, loss=2.0, lr=1e-3 * (41 - step) / 40,
+                          grad_norm=0.5 + step / 100, tokens=256, tokens_per_s=1000.0, time=T0 + step)
+    runs.write_status(run_dir, step=40, max_steps=40)
+    app = workspace.app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        chart = app.main.query_one("#ppl-chart", MetricChart)
+        await until(pilot, lambda: chart.title == "held-out perplexity", what="the default right chart")
+        await pilot.press("m")  # no evaluation metric: perplexity -> learning rate
+        await until(pilot, lambda: chart.title == "learning rate" and chart.curves[0].points,
+                    what="the lr chart")
+        assert chart.curves[0].points[-1] == (40.0, 2.5e-5)
+        assert "learning rate · 2.5e-05" in screen_text(app)
+        await pilot.press("m")
+        await until(pilot, lambda: chart.title == "grad norm", what="the grad-norm chart")
+        assert chart.curves[0].points[-1] == (40.0, 0.9)
+        assert "grad norm · 0.9" in screen_text(app)
+        await pilot.press("m")
+        await until(pilot, lambda: chart.title == "held-out perplexity", what="around again")
