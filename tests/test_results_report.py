@@ -141,6 +141,40 @@ def test_report_without_generation(three_runs, tmp_path):
         assert (folder / name).read_bytes()[:8] == PNG
 
 
+def test_report_marks_best_on_bits_per_byte_when_tokenizers_differ(tmp_path):
+    root = tmp_path / "runs"
+    # smol has the better perplexity, tiny the better bits per byte: only the latter is comparable
+    smol = make_run(root, "smol", 1, model="org/SmolLM-135M", evals=[(4, 5.0, 1.3)], step=4)
+    tiny = make_run(root, "tiny", 1, evals=[(4, 9.0, 1.1)], step=4)
+    folder = tmp_path / "out"
+    write_report([smol, tiny], folder, defaults={"tiny": "x/Tiny-1M"}, generate=False)
+    text = (folder / "report.md").read_text()
+    assert "different tokenizers (tiny: SmolLM-135M; tiny: Tiny-1M)" in text
+    assert "best is marked on bits per byte, not perplexity" in text
+    assert "| smol#1 | SmolLM-135M | 4 | 4 | 5.000 |" in text  # the lower perplexity, not bold
+    assert "**1.1000**" in text and "**5.000**" not in text
+    # one tokenizer: perplexity best marks as before, and no such sentence
+    same = make_run(root, "same", 1, evals=[(4, 7.0, 1.2)], step=4)
+    write_report([tiny, same], folder, defaults={"tiny": "x/Tiny-1M"}, generate=False)
+    text = (folder / "report.md").read_text()
+    assert "**7.000**" in text and "use different tokenizers" not in text
+
+
+def test_overlapping_report_lines_get_distinct_markers_and_line_styles():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from workbench.report import draw_lines
+
+    same = [(float(s), 2.0 / s) for s in range(1, 101)]  # three runs on exactly the same curve
+    ax = Figure().subplots()
+    draw_lines(ax, [("a#1", same), ("b#1", same), ("c#1", same)])
+    styles = [(line.get_marker(), line.get_linestyle()) for line in ax.get_lines()]
+    assert len(styles) == 3 and len({m for m, _ in styles}) == 3 and len({s for _, s in styles}) == 3
+
+
 # --- saved comparisons ---------------------------------------------------------------------
 
 

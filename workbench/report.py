@@ -3,7 +3,8 @@
 ``FOLDER/report.md`` holds the results table (model, LoRA r, held-out
 perplexity and bits per byte, speed), the settings in which the runs differ,
 PNG plots of training loss, held-out perplexity and bits per byte against
-step with the runs overlaid, and sample generations for the runs' prompts:
+step with the runs overlaid (each run its own colour, marker and line style,
+so lines that overlap stay apart), and sample generations for the runs' prompts:
 the base model's next to each run's.
 
 Where samples come from: each run's own ``sample`` events at its last step
@@ -35,6 +36,11 @@ LABELS = {"r": "LoRA r", "ppl": "held-out ppl (best)", "final_ppl": "held-out pp
 PLOT_TITLES = {LOSS: ("train_loss.png", "Training loss", "loss"),
                "perplexity": ("perplexity.png", "Held-out perplexity", "perplexity"),
                "bits_per_byte": ("bits_per_byte.png", "Held-out bits per byte", "bits per byte")}
+#: Per run, in turn: markers and line styles (with the colour cycle) that tell overlapping lines apart.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+MARKS_PER_LINE = 12  # a long series gets about this many markers, not one per point
+PER_TOKEN = ("ppl", "final_ppl", "perplexity")  # columns that compare only within one tokenizer
 
 
 @dataclass
@@ -95,6 +101,23 @@ def results_table(rows: list[Row]) -> str:
         body.append(cells)
     align = ["r" if by_key[k].numeric else "l" for k in keys]
     return md_table(header, body, align)
+
+
+def tokenizers(rows: list[Row]) -> list[str]:
+    """The distinct tokenizers of ``rows``: each run's backend and resolved model, as ``backend: model``."""
+    return list(dict.fromkeys(f"{row['backend'] or '?'}: {row['model']}" for row in rows))
+
+
+def best_on_bits_per_byte(rows: list[Row]) -> str | None:
+    """With runs on different tokenizers, take the perplexity best marks off (bits per byte keeps
+    its own) and return the sentence saying so; ``None`` when every run shares one tokenizer."""
+    found = tokenizers(rows)
+    if len(found) < 2:
+        return None
+    for row in rows:
+        row.best.difference_update(PER_TOKEN)
+    return (f"These runs use different tokenizers ({'; '.join(found)}), so best is marked on bits per "
+            "byte, not perplexity: a perplexity per token does not compare across tokenizers.")
 
 
 def _lookup(data: dict[str, Any], dotted: str) -> Any:
@@ -181,9 +204,7 @@ def plot(rows: list[Row], folder: Path) -> list[tuple[str, str]]:
             continue
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         try:
-            for ref, pts in lines:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=ref,
-                        marker="o" if len(pts) < 30 else None, markersize=3)
+            draw_lines(ax, lines)
             values = [p[1] for _, pts in lines for p in pts]
             if min(values) > 0 and max(values) / min(values) > 20:
                 ax.set_yscale("log")
@@ -197,6 +218,14 @@ def plot(rows: list[Row], folder: Path) -> list[tuple[str, str]]:
             plt.close(fig)
         written.append((name, title))
     return written
+
+
+def draw_lines(ax: Any, lines: list[tuple[str, list[tuple[float, float]]]]) -> None:
+    """One line per run on ``ax``: the i-th run gets the i-th colour, marker and line style."""
+    for i, (ref, pts) in enumerate(lines):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=ref, marker=MARKERS[i % len(MARKERS)],
+                linestyle=LINESTYLES[i % len(LINESTYLES)], markersize=4,
+                markevery=max(1, len(pts) // MARKS_PER_LINE))
 
 
 # --- samples --------------------------------------------------------------------------------
@@ -324,6 +353,7 @@ def write_report(selected: list[runs.Run], folder: Path, defaults: dict[str, str
             if prompt not in prompts:
                 prompts.append(prompt)
     plots = plot(rows, folder)
+    mixed = best_on_bits_per_byte(rows)
     panes = collect_samples(rows, prompts, generate)
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime())
     parts = [
@@ -341,6 +371,7 @@ def write_report(selected: list[runs.Run], folder: Path, defaults: dict[str, str
          "tokenizers fairly. Train time is wall time in the training process; tok/s counts trained "
          "tokens over step time."),
         "",
+        *([mixed, ""] if mixed else []),
         "## Configuration differences",
         "",
         config_differences(rows),
