@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from workbench import cli as workbench_cli
 from workbench import queue, runenv, runs, summary
 from workbench.records import parse_event, parse_status
 from workbench.runview import view
@@ -216,17 +217,27 @@ def test_lr_and_grad_norm_series_are_kept_bounded_and_an_old_summary_rebuilds(tm
     assert json.loads((run_dir / summary.SUMMARY).read_text())["version"] == summary.VERSION
 
 
-def test_recent_tokens_per_s_is_the_last_steps_rate_next_to_the_whole_run_average(tmp_path):
+def test_recent_tokens_per_s_is_the_last_steps_rate_next_to_the_whole_run_average(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "fast" / "1"
     run_dir.mkdir(parents=True)
+    (run_dir / runs.CONFIG).write_text(json.dumps({"experiment": {"name": "fast", "backend": "tiny"}}))
     for step in range(1, 101):  # 100 slow steps, then WINDOW fast ones
         runs.append_event(run_dir, "train", step=step, loss=1.0, tokens=100, tokens_per_s=500.0)
     for step in range(101, 101 + summary.WINDOW):
         runs.append_event(run_dir, "train", step=step, loss=1.0, tokens=100, tokens_per_s=4000.0)
-    runs.write_status(run_dir, state="running", step=100 + summary.WINDOW)
-    timings = view(runs.resolve(tmp_path / "runs", "fast#1")).timings
-    assert timings.recent_tokens_per_s == pytest.approx(4000.0)
-    assert timings.tokens_per_s == pytest.approx(120 * 100 / (100 * 0.2 + 20 * 0.025))  # whole run
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)  # the run's live process
+    try:
+        runs.write_status(run_dir, state="running", step=100 + summary.WINDOW, pid=proc.pid,
+                          pid_start=runs.process_start_time(proc.pid))
+        timings = view(runs.resolve(tmp_path / "runs", "fast#1")).timings
+        assert timings.recent_tokens_per_s == pytest.approx(4000.0)
+        assert timings.tokens_per_s == pytest.approx(120 * 100 / (100 * 0.2 + 20 * 0.025))  # whole run
+        assert workbench_cli.main(["-c", str(tmp_path / "none.toml"), "--runs-dir", str(tmp_path / "runs"),
+                         "status", "fast#1"]) == 0
+        assert "tokens/s: 585 (average), 4.0k (last 20 steps)" in capsys.readouterr().out
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_long_series_stay_bounded_and_keep_spikes():

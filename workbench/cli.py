@@ -34,6 +34,7 @@ from workbench.present import (
 )
 from workbench.runs import RunError
 from workbench.runview import RunView, experiment_results, view
+from workbench.summary import WINDOW
 from workbench.terminal import one_line, printable
 
 __all__ = ["fmt_duration", "fmt_num", "fmt_rate", "main", "state_text", "table"]
@@ -236,7 +237,9 @@ def describe(v: RunView) -> str:
     if t.train_seconds is not None:
         lines.append(f"  train time: {fmt_duration(t.train_seconds)}")
     if t.tokens_per_s:
-        lines.append(f"  tokens/s: {fmt_rate(t.tokens_per_s)} (average)")
+        recent = (f", {fmt_rate(t.recent_tokens_per_s)} (last {WINDOW} steps)"
+                  if t.recent_tokens_per_s and v.state == "running" else "")
+        lines.append(f"  tokens/s: {fmt_rate(t.tokens_per_s)} (average){recent}")
     if v.checkpoints:
         lines.append(f"  checkpoints: {', '.join(c.name for c in v.checkpoints)}")
     for error in v.errors:
