@@ -53,7 +53,8 @@ def worsening(ctx):
 @hookimpl
 def register_evaluators(register):
     register(Evaluator("worsening", worsening, description="gets worse every step",
-                       metrics=(Metric("perplexity", better="lower"), Metric("bits_per_byte", better="lower"))))
+                       metrics=(Metric("perplexity", better="lower"),
+                                Metric("bits_per_byte", better="lower"))))
 
 
 @hookimpl
