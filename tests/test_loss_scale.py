@@ -40,6 +40,6 @@ def test_the_run_panel_says_how_many_steps_fp16_skipped(tmp_path):
     from workbench.widgets.run_panel import banner_text
 
     status = {"state": "running", "step": 50, "skipped_steps": 3, "loss_scale": 8192.0}
-    text = banner_text(Run("x", "1", tmp_path, status), [])
+    text = banner_text(Run("x", "1", tmp_path, status), None, [])
     assert text is not None and "3 steps skipped" in text.plain and "8192" in text.plain
-    assert banner_text(Run("x", "1", tmp_path, {"state": "running", "step": 50}), []) is None
+    assert banner_text(Run("x", "1", tmp_path, {"state": "running", "step": 50}), None, []) is None

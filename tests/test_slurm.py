@@ -143,7 +143,7 @@ def test_the_tui_run_panel_names_the_job_and_its_state() -> None:
     from workbench.widgets.run_panel import banner_text
 
     status = {"state": "running", "job_id": "7", "job_detail": "slurm job 7 running on node3"}
-    banner = banner_text(runs.Run("x", "1", Path("/nonexistent"), status), [])
+    banner = banner_text(runs.Run("x", "1", Path("/nonexistent"), status), None, [])
     assert banner is not None and "slurm job 7 running on node3" in banner.plain
 
 
