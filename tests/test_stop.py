@@ -184,6 +184,7 @@ def test_only_the_runs_own_launcher_is_its_leader(tmp_path):
     run_dir = tmp_path / "runs" / "x" / "1"
     run_dir.mkdir(parents=True)
     own = subprocess.Popen(["/bin/sh", "-c", "sleep 60", str(run_dir)], start_new_session=True)
+    time.sleep(0.05)  # start times tick every 10 ms: the stranger must not share the launcher's tick
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         start = runs.process_start_time(own.pid)
