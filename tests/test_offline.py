@@ -108,6 +108,7 @@ def non_local(record: dict) -> bool:
     return False
 
 
+@pytest.mark.slow  # trains and generates under an audit hook (~1 min); .ci/run runs it
 def test_local_experiment_touches_no_network(tmp_path: Path) -> None:
     """CLI, scheduler, trainer and generation worker of a local experiment: no lookup, no connection."""
     site = tmp_path / "site"

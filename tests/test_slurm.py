@@ -124,6 +124,12 @@ def test_multi_node_script_runs_srun_torchrun_with_the_allocations_rendezvous() 
             in one_node)
 
 
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
 @pytest.mark.parametrize(("line", "message"), [
     ('slurm.time = "90 minutes"', "time '90 minutes': use MINUTES, HH:MM:SS"),
     ('slurm.extra = ["--signal=USR1@60"]', "the slurm launcher sets --signal itself"),

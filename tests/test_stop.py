@@ -87,6 +87,8 @@ def wait_until(predicate, timeout: float, why) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # multi-process launchers on the CPU: minutes; .ci/run runs it
+@pytest.mark.slow  # multi-process launchers on the CPU: minutes; .ci/run runs it
 @pytest.mark.parametrize(("launcher", "nproc"), [
     ("python", 1), ("torchrun", 1), ("torchrun", 2), ("accelerate", 1), ("accelerate", 2),
 ])
