@@ -124,12 +124,6 @@ def test_multi_node_script_runs_srun_torchrun_with_the_allocations_rendezvous() 
             in one_node)
 
 
-@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
-@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
-@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
-@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
-@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
-@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
 @pytest.mark.parametrize(("line", "message"), [
     ('slurm.time = "90 minutes"', "time '90 minutes': use MINUTES, HH:MM:SS"),
     ('slurm.extra = ["--signal=USR1@60"]', "the slurm launcher sets --signal itself"),
@@ -240,6 +234,7 @@ def test_a_run_submitted_through_workbench_run_finishes_with_its_events(project:
     assert f"slurm job: {job}" in workbench(project, slurm, "status", run.ref).stdout
 
 
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
 def test_a_held_job_reads_queued_with_its_reason_and_stop_cancels_it(project: Path,
                                                                      slurm: SlurmCluster) -> None:
     run, job = submit(project, slurm, "held")
@@ -260,6 +255,7 @@ def started_training(run: runs.Run, slurm: SlurmCluster) -> None:
              slurm, run)
 
 
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
 def test_stop_makes_the_trainer_checkpoint_and_end_stopped_and_resume_submits_again(
         project: Path, slurm: SlurmCluster) -> None:
     run, job = submit(project, slurm, "long")
@@ -287,6 +283,7 @@ def test_stop_makes_the_trainer_checkpoint_and_end_stopped_and_resume_submits_ag
     assert run.refresh().state == "stopped" and run.status["step"] >= step
 
 
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
 def test_a_job_slurm_kills_reads_as_failed_with_the_reason(project: Path, slurm: SlurmCluster) -> None:
     run, job = submit(project, slurm, "long")
     started_training(run, slurm)
@@ -304,6 +301,7 @@ def test_a_job_slurm_kills_reads_as_failed_with_the_reason(project: Path, slurm:
     assert "failed" in shown and f"slurm job {job}" in shown
 
 
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
 def test_a_requeued_job_resumes_from_its_checkpoint(project: Path, slurm: SlurmCluster) -> None:
     run, job = submit(project, slurm, "long")
     started_training(run, slurm)
@@ -326,6 +324,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint(project: Path, slurm: SlurmC
     assert steps == list(range(1, run.status["step"] + 1))
 
 
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
 def test_the_local_queue_never_holds_or_counts_slurm_runs(project: Path, slurm: SlurmCluster) -> None:
     from workbench import queue
 
@@ -337,6 +336,7 @@ def test_the_local_queue_never_holds_or_counts_slurm_runs(project: Path, slurm: 
         slurm.cmd("scancel", job)
 
 
+@pytest.mark.slow  # real Slurm jobs: .ci/run runs it (make test-slow)
 def test_the_multi_node_script_trains_through_srun_and_torchrun_on_a_one_node_allocation(
         project: Path, slurm: SlurmCluster) -> None:
     # The two-node script, allocated one node (an sbatch option overrides #SBATCH): srun starts

@@ -88,7 +88,6 @@ def wait_until(predicate, timeout: float, why) -> None:
 
 
 @pytest.mark.slow  # multi-process launchers on the CPU: minutes; .ci/run runs it
-@pytest.mark.slow  # multi-process launchers on the CPU: minutes; .ci/run runs it
 @pytest.mark.parametrize(("launcher", "nproc"), [
     ("python", 1), ("torchrun", 1), ("torchrun", 2), ("accelerate", 1), ("accelerate", 2),
 ])
@@ -114,6 +113,7 @@ def test_stop_reaches_every_trainer_and_leaves_no_process(tmp_path, tiny_llama_d
     assert len(stopped) == 1 and "checkpoint" in stopped[0]["message"]
 
 
+@pytest.mark.slow  # multi-process launchers on the CPU: minutes; .ci/run runs it
 def test_torchrun_signalled_itself_gives_a_slow_checkpoint_time_to_finish(tmp_path, tiny_llama_dir):
     """The agent forwards a SIGTERM, then SIGKILLs its ranks after the shutdown timeout.
 

@@ -164,7 +164,7 @@ async def test_filter(workspace) -> None:
 
 async def test_help_screen_lists_keys(workspace) -> None:
     app = workspace.app()
-    async with app.run_test(size=(100, 40)) as pilot:
+    async with app.run_test(size=(100, 60)) as pilot:  # tall enough for the whole list, no scrolling
         await ready(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)

@@ -9,14 +9,16 @@ leader of a real process group.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
 
 from helpers import HERE, NOW, ready, screen_text, state_of, until
 
-from workbench import runs
+from workbench import processes, runs
 from workbench.screens.confirm import ConfirmScreen
 from workbench.screens.plugins import PluginsScreen
 from workbench.widgets.charts import MetricChart
@@ -76,8 +78,9 @@ async def test_launch_refused_for_unknown_backend(workspace) -> None:
 
 
 async def test_stop_asks_then_sends_one_sigterm_to_the_group_leader_only(workspace, tmp_path) -> None:
-    """One SIGTERM reaches the run's process (here, with no ranks registered, the group's leader);
-    no other member of its group gets one from us (signalled twice, a rank stops without a checkpoint)."""
+    """One SIGTERM reaches the run's registered trainer (here the group's leader, registered as rank 0
+    the way a trainer registers once its stop handler is installed); no other member of its group gets
+    one from us (signalled twice, a rank stops without a checkpoint)."""
     out = tmp_path / "signals"
     out.mkdir()
     leader = subprocess.Popen([sys.executable, str(HERE / "group_leader.py"), str(out)],
@@ -85,6 +88,10 @@ async def test_stop_asks_then_sends_one_sigterm_to_the_group_leader_only(workspa
     workspace.processes.append(leader)
     await asyncio.to_thread(lambda: until_file(out / "ready"))
     run_dir = workspace.make_run("alpha", "running", steps=3, pid=leader.pid)
+    (run_dir / processes.RANKS).mkdir()
+    (run_dir / processes.RANKS / f"{socket.gethostname()}.0").write_text(json.dumps(
+        {"rank": 0, "pid": leader.pid, "start": runs.process_start_time(leader.pid),
+         "host": socket.gethostname()}))
     app = workspace.app()
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)

@@ -94,7 +94,7 @@ def test_bad_toml_80x24(scene, snap_compare) -> None:
 
 def test_plugins_view_with_a_broken_plugin(scene, snap_compare, monkeypatch) -> None:
     workspace, _ = scene
-    monkeypatch.setenv("WORKBENCH_BLOCK_PLUGINS", "backends,evaluators,launchers")  # built-ins vary
+    monkeypatch.setenv("WORKBENCH_BLOCK_PLUGINS", "backends,evaluators,launchers,slurm")  # built-ins vary
     (workspace.plugins / "broken.py").write_text("import frobnicator  # not installed\n")
     assert snap_compare(app_for(scene), terminal_size=(100, 30),
                         run_before=settled("p", charts=0, notice="1 plugin failed to load"))
