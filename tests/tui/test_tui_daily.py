@@ -226,7 +226,8 @@ async def test_progress_line_shows_the_recent_tokens_per_s_of_a_running_run(work
     async with app.run_test(size=(160, 48)) as pilot:
         await ready(pilot)
         progress = app.main.query_one("#progress", RunProgress)
-        await until(pilot, lambda: "tok/s" in progress.describe(), what="the rate")
+        # until the run's view arrives the line shows the status's whole-run average; then the window
+        await until(pilot, lambda: "(last 20 steps)" in progress.describe(), what="the recent rate")
         assert "8.0k tok/s (last 20 steps)" in progress.describe()
         whole = app.views[run_dir].timings.tokens_per_s  # what status and results say
         assert whole is not None and whole < 2000
