@@ -71,7 +71,9 @@ async def test_progress_line_ticks_wall_time_and_shows_training_time(workspace) 
     async with app.run_test(size=(160, 48)) as pilot:
         await ready(pilot)
         progress = app.main.query_one("#progress", RunProgress)
-        await until(pilot, lambda: "30s wall" in progress.describe(), what="wall time")
+        # the status's figures show first; the run's view brings training time and the recent rate
+        await until(pilot, lambda: "30s wall" in progress.describe() and "training" in progress.describe(),
+                    what="wall and training time")
         text = progress.describe()
         assert "10s training" in text and "2.0k tok/s (last 20 steps)" in text  # running: the recent rate
         clock[0] += 5  # no event arrives: the wall time still moves within a second or so
